@@ -1,0 +1,59 @@
+# mypt — build, test and run. Every tool is pinned; see README.md.
+GO        ?= go
+BIN       ?= bin
+BUF       := github.com/bufbuild/buf/cmd/buf@v1.75.0
+PLUGINS   := $(notdir $(wildcard plugins/*))
+DEMO_DIR  ?= runs/demo
+
+.PHONY: build test vet demo bench bench-cpu proto proto-check proto-breaking conformance clean
+
+## build: the mypt CLI and every shipped backend plugin, side by side in bin/
+build:
+	$(GO) build -o $(BIN)/mypt ./core/cmd/mypt
+	@for p in $(PLUGINS); do \
+		echo "$(GO) build -o $(BIN)/mypt-backend-$$p ./plugins/$$p"; \
+		$(GO) build -o $(BIN)/mypt-backend-$$p ./plugins/$$p || exit 1; \
+	done
+
+## test: static checks and the whole test suite (what CI runs)
+test: vet
+	$(GO) test ./...
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+## demo: the seed's Phase 3a workflow end to end on the CPU backend and shipped demo data
+demo: build
+	rm -rf $(DEMO_DIR)
+	$(BIN)/mypt prepare --input configs/data/chat_demo.jsonl --output $(DEMO_DIR)/data --tokenization gpt2 --val_split 0.1
+	$(BIN)/mypt backends
+	$(BIN)/mypt train --config configs/chat_demo.json --dataset $(DEMO_DIR)/data --output $(DEMO_DIR)/model --backend cpu
+	$(BIN)/mypt generate --model $(DEMO_DIR)/model --chat --user "What is 2+3?" --preset deterministic
+
+## bench: Go benchmarks of the hot paths (each prints ratios against a peer measured in the same run)
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
+
+## bench-cpu: CPU backend vs PyTorch CPU on the same models (needs python3-torch)
+bench-cpu: build
+	./backends/cpu/bench/run.sh
+
+## proto: regenerate sdk/proto/backendv1 from backend.proto with pinned generators
+proto:
+	cd sdk/proto && $(GO) run $(BUF) lint && $(GO) run $(BUF) generate
+
+## proto-check: fail if the committed generated code differs from a fresh generation
+proto-check: proto
+	git diff --exit-code -- sdk/proto
+
+## proto-breaking: fail if backend.proto breaks wire compatibility with main
+proto-breaking:
+	cd sdk/proto && $(GO) run $(BUF) breaking --against '../../.git#branch=main,subdir=sdk/proto'
+
+## conformance: certify a backend (BACKEND=cpu by default)
+conformance: build
+	$(BIN)/mypt conformance --backend $(or $(BACKEND),cpu)
+
+clean:
+	rm -rf $(BIN)

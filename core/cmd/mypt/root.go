@@ -1,0 +1,56 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// errNotYet marks a command whose implementation is tracked by a later issue.
+var errNotYet = errors.New("not yet implemented")
+
+func newRootCmd() *cobra.Command {
+	var logLevel string
+	root := &cobra.Command{
+		Use:           "mypt",
+		Short:         "Fine-tune GPT-style models on chat conversations, with compute in backend plugins",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			return nil
+		},
+	}
+	defaultLevel := os.Getenv("MYPT_LOG_LEVEL")
+	if defaultLevel == "" {
+		defaultLevel = "info"
+	}
+	root.PersistentFlags().StringVar(&logLevel, "log-level", defaultLevel, "log level: debug, info, warn, error (env MYPT_LOG_LEVEL)")
+	root.AddCommand(
+		newPrepareCmd(),
+		newDatasetCmd(),
+		newBackendsCmd(),
+		notYetCmd("train", "Fine-tune a model on a prepared dataset through a backend plugin", "issue 5"),
+		notYetCmd("generate", "Generate text from a trained model", "issue 6"),
+		notYetCmd("chat", "Chat with a trained model in the terminal", "issue 6"),
+		notYetCmd("serve", "Serve the web chat and training pages", "issue 6"),
+		notYetCmd("conformance", "Certify a backend plugin against the protocol and the reference numerics", "issue 7"),
+	)
+	return root
+}
+
+// exitCode maps an error to the process exit status: 2 for work a later
+// issue builds, 1 for everything else.
+func exitCode(err error) int {
+	if errors.Is(err, errNotYet) {
+		return 2
+	}
+	return 1
+}

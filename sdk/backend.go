@@ -1,0 +1,114 @@
+// Package sdk is what a mypt backend author imports: the Backend interface a
+// compute plugin implements, Serve to run it as a go-plugin process, the host
+// side Client the core uses to start and drive plugins, and the status errors
+// that are part of the protocol's contract.
+//
+// Requests and responses are the messages of sdk/proto (package backendv1),
+// documented field by field in backend.proto; the SDK hides transport:
+// go-plugin handshakes, gRPC streams, chunking of large tensors and status
+// codes. A minimal backend:
+//
+//	type myBackend struct{ sdk.UnimplementedBackend }
+//
+//	func (b *myBackend) GetInfo(ctx context.Context) (*backendv1.GetInfoResponse, error) { ... }
+//	...
+//	func main() { sdk.Serve(&myBackend{}) }
+package sdk
+
+import (
+	"context"
+
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+)
+
+// ProtocolVersion is the backend protocol version this SDK speaks.
+const ProtocolVersion = 1
+
+// MaxChunkBytes is the largest tensor chunk the protocol sends in one message.
+const MaxChunkBytes = 4 << 20
+
+// Backend is the compute a plugin provides. The SDK calls its methods from
+// gRPC handlers; training calls arrive one at a time from a single host.
+// Return errors made with InvalidArgument, FailedPrecondition,
+// ResourceExhausted, Unimplemented or NotFound to give the host the right
+// status code; any other error reaches the host as INTERNAL.
+//
+// Embed UnimplementedBackend so that methods added to later protocol versions
+// have a default.
+type Backend interface {
+	GetInfo(ctx context.Context) (*pb.GetInfoResponse, error)
+	Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error)
+	// SetState reads a header and then whole tensors from r until io.EOF.
+	SetState(ctx context.Context, r StateReader) (*pb.SetStateResponse, error)
+	// GetState writes a header and then whole tensors to w; the SDK chunks them.
+	GetState(ctx context.Context, req *pb.GetStateRequest, w StateWriter) error
+	ForwardBackward(ctx context.Context, req *pb.ForwardBackwardRequest) (*pb.ForwardBackwardResponse, error)
+	OptimizerStep(ctx context.Context, req *pb.OptimizerStepRequest) (*pb.OptimizerStepResponse, error)
+	Evaluate(ctx context.Context, req *pb.EvaluateRequest) (*pb.EvaluateResponse, error)
+	Prefill(ctx context.Context, req *pb.PrefillRequest) (*pb.PrefillResponse, error)
+	Decode(ctx context.Context, req *pb.DecodeRequest) (*pb.DecodeResponse, error)
+	ReleaseCache(ctx context.Context, req *pb.ReleaseCacheRequest) (*pb.ReleaseCacheResponse, error)
+	Shutdown(ctx context.Context) error
+}
+
+// Tensor is one whole named tensor of a state stream.
+type Tensor struct {
+	Name  string
+	Role  pb.TensorRole
+	Shape []int64
+	DType pb.DType
+	Data  []byte // little-endian elements, row-major
+}
+
+// StateReader yields the tensors of an incoming state stream.
+type StateReader interface {
+	// Header returns the stream's header.
+	Header() *pb.StateHeader
+	// Next returns the next whole tensor, or io.EOF after the last one.
+	Next() (*Tensor, error)
+}
+
+// StateWriter receives the tensors of an outgoing state stream. WriteHeader
+// must be called once, before any WriteTensor.
+type StateWriter interface {
+	WriteHeader(h *pb.StateHeader) error
+	WriteTensor(t *Tensor) error
+}
+
+// UnimplementedBackend answers UNIMPLEMENTED for every optional call. Embed
+// it in a Backend and override what the backend supports.
+type UnimplementedBackend struct{}
+
+func (UnimplementedBackend) SetState(context.Context, StateReader) (*pb.SetStateResponse, error) {
+	return nil, Unimplemented("SetState")
+}
+
+func (UnimplementedBackend) GetState(context.Context, *pb.GetStateRequest, StateWriter) error {
+	return Unimplemented("GetState")
+}
+
+func (UnimplementedBackend) ForwardBackward(context.Context, *pb.ForwardBackwardRequest) (*pb.ForwardBackwardResponse, error) {
+	return nil, Unimplemented("ForwardBackward")
+}
+
+func (UnimplementedBackend) OptimizerStep(context.Context, *pb.OptimizerStepRequest) (*pb.OptimizerStepResponse, error) {
+	return nil, Unimplemented("OptimizerStep")
+}
+
+func (UnimplementedBackend) Evaluate(context.Context, *pb.EvaluateRequest) (*pb.EvaluateResponse, error) {
+	return nil, Unimplemented("Evaluate")
+}
+
+func (UnimplementedBackend) Prefill(context.Context, *pb.PrefillRequest) (*pb.PrefillResponse, error) {
+	return nil, Unimplemented("Prefill")
+}
+
+func (UnimplementedBackend) Decode(context.Context, *pb.DecodeRequest) (*pb.DecodeResponse, error) {
+	return nil, Unimplemented("Decode")
+}
+
+func (UnimplementedBackend) ReleaseCache(context.Context, *pb.ReleaseCacheRequest) (*pb.ReleaseCacheResponse, error) {
+	return nil, Unimplemented("ReleaseCache")
+}
+
+func (UnimplementedBackend) Shutdown(context.Context) error { return nil }
