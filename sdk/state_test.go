@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -61,19 +63,19 @@ func TestAssemblerRejects(t *testing.T) {
 		{"gap", func(c []*pb.TensorChunk) []*pb.TensorChunk { return []*pb.TensorChunk{c[0], c[2]} }, "chunk.offset = 32, want 16"},
 		{"late start", func(c []*pb.TensorChunk) []*pb.TensorChunk { return c[1:] }, "want 0"},
 		{"wrong total", func(c []*pb.TensorChunk) []*pb.TensorChunk {
-			c0 := *c[0]
+			c0 := proto.CloneOf(c[0])
 			c0.TotalBytes = 44
-			return []*pb.TensorChunk{&c0}
+			return []*pb.TensorChunk{c0}
 		}, "total_bytes = 44"},
 		{"interleaved", func(c []*pb.TensorChunk) []*pb.TensorChunk {
-			c1 := *c[1]
+			c1 := proto.CloneOf(c[1])
 			c1.Name = "other"
-			return []*pb.TensorChunk{c[0], &c1}
+			return []*pb.TensorChunk{c[0], c1}
 		}, `chunk.name "other"`},
 		{"bad dtype", func(c []*pb.TensorChunk) []*pb.TensorChunk {
-			c0 := *c[0]
+			c0 := proto.CloneOf(c[0])
 			c0.Dtype = pb.DType_DTYPE_UNSPECIFIED
-			return []*pb.TensorChunk{&c0}
+			return []*pb.TensorChunk{c0}
 		}, "not a known dtype"},
 	} {
 		var a assembler
