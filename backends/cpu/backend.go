@@ -1,0 +1,456 @@
+// Package cpu is mypt's pure-Go reference backend: GPT-2 and LLaMA style transformers with
+// explicit per-layer backward passes, AdamW, gradient clipping and a KV cache, all in
+// float32 on the CPU. It is the numerical reference other backends are held to and the
+// default backend when there is no GPU. Matrix products go through backends/cpu/gemm;
+// other loops are spread over a small worker pool.
+package cpu
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/mypt/mypt/backends/cpu/gemm"
+	"github.com/mypt/mypt/sdk"
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+)
+
+// Version is the backend's own semantic version.
+const Version = "0.1.0"
+
+// Options configure a Backend.
+type Options struct {
+	// Threads is the number of cores to compute on; 0 means runtime.GOMAXPROCS(0).
+	Threads int
+}
+
+// Backend implements sdk.Backend on the CPU. Calls are serialised by a mutex.
+type Backend struct {
+	sdk.UnimplementedBackend
+	threads int
+
+	mu      sync.Mutex
+	session *session // nil before Configure and after Shutdown
+}
+
+// session is everything one Configure builds.
+type session struct {
+	spec    *pb.ModelSpec
+	model   *model[float32]
+	opt     optimizer
+	pool    *pool
+	engine  *gemm.Engine
+	workers []*gemm.Engine
+	partial []float64
+	caches  map[uint64]*kvCache
+	nextID  uint64
+}
+
+// New returns a CPU backend.
+func New(opts Options) *Backend {
+	t := opts.Threads
+	if t <= 0 {
+		t = runtime.GOMAXPROCS(0)
+	}
+	return &Backend{threads: t}
+}
+
+var _ sdk.Backend = (*Backend)(nil)
+
+// GetInfo describes the backend.
+func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
+	eng := gemm.New(1)
+	kernel := eng.Kernel()
+	eng.Close()
+	return &pb.GetInfoResponse{
+		Name: "cpu", Version: Version, ProtocolVersion: sdk.ProtocolVersion,
+		Devices: []*pb.Device{{Kind: "cpu", Name: runtime.GOARCH, Cores: uint32(b.threads)}},
+		Capabilities: &pb.Capabilities{
+			PosEncodings:  []pb.PosEncoding{pb.PosEncoding_POS_ENCODING_LEARNED, pb.PosEncoding_POS_ENCODING_ROPE},
+			MlpTypes:      []pb.MLPType{pb.MLPType_MLP_TYPE_GELU, pb.MLPType_MLP_TYPE_SWIGLU},
+			NormTypes:     []pb.NormType{pb.NormType_NORM_TYPE_LAYERNORM, pb.NormType_NORM_TYPE_RMSNORM},
+			ParamDtypes:   []pb.DType{pb.DType_DTYPE_F32},
+			ComputeDtypes: []pb.DType{pb.DType_DTYPE_F32},
+			Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
+				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
+				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE},
+			MaxStateChunkBytes: sdk.MaxChunkBytes,
+		},
+		Engine: "pure-go gemm " + kernel,
+	}, nil
+}
+
+// Configure builds the model and optimizer, discarding any previous session.
+func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+	a, err := archFromSpec(req.GetModel())
+	if err != nil {
+		return nil, err
+	}
+	lay, err := layoutFromSpec(a, req.GetModel().GetParams())
+	if err != nil {
+		return nil, err
+	}
+	o := req.GetOptimizer()
+	if o == nil {
+		return nil, sdk.InvalidArgument("optimizer", "missing")
+	}
+	if !(o.Beta1 >= 0 && o.Beta1 < 1) {
+		return nil, sdk.InvalidArgument("optimizer.beta1", "must be in [0,1), got %v", o.Beta1)
+	}
+	if !(o.Beta2 >= 0 && o.Beta2 < 1) {
+		return nil, sdk.InvalidArgument("optimizer.beta2", "must be in [0,1), got %v", o.Beta2)
+	}
+	if !(o.Eps > 0) {
+		return nil, sdk.InvalidArgument("optimizer.eps", "must be positive, got %v", o.Eps)
+	}
+	if pr := req.GetPrecision(); pr != nil {
+		if pr.ParamDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ParamDtype != pb.DType_DTYPE_F32 {
+			return nil, sdk.InvalidArgument("precision.param_dtype", "only F32 is supported, got %v", pr.ParamDtype)
+		}
+		if pr.ComputeDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ComputeDtype != pb.DType_DTYPE_F32 {
+			return nil, sdk.InvalidArgument("precision.compute_dtype", "only F32 is supported, got %v", pr.ComputeDtype)
+		}
+	}
+	if req.Deterministic {
+		return nil, sdk.Unimplemented("deterministic mode (FEATURE_DETERMINISTIC)")
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closeSession()
+	s := &session{spec: req.GetModel(), caches: map[uint64]*kvCache{}}
+	s.pool = newPool(b.threads)
+	s.engine = gemm.New(b.threads)
+	workerMM := make([]gemmFunc[float32], b.threads)
+	for i := range workerMM {
+		e := gemm.New(1)
+		s.workers = append(s.workers, e)
+		workerMM[i] = e.Sgemm
+	}
+	s.partial = make([]float64, b.threads)
+	s.model = newModel(a, lay, s.pool, s.engine.Sgemm, workerMM)
+	s.opt = optimizer{beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps,
+		m: make([]float32, lay.total), v: make([]float32, lay.total)}
+	maxB, maxT := int(req.MaxBatchSize), int(req.MaxSeqLen)
+	if maxT == 0 || maxT > a.block {
+		maxT = a.block
+	}
+	if maxB > 0 {
+		s.model.ensure(maxB, maxT, a.dropout > 0)
+	}
+	b.session = s
+	return &pb.ConfigureResponse{ParameterCount: uint64(lay.total), MemoryBytes: uint64(4 * 4 * lay.total)}, nil
+}
+
+func (b *Backend) closeSession() {
+	if b.session == nil {
+		return
+	}
+	b.session.pool.close()
+	b.session.engine.Close()
+	for _, e := range b.session.workers {
+		e.Close()
+	}
+	b.session = nil
+}
+
+// Shutdown frees everything.
+func (b *Backend) Shutdown(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closeSession()
+	return nil
+}
+
+func (b *Backend) lockSession() (*session, error) {
+	b.mu.Lock()
+	if b.session == nil {
+		b.mu.Unlock()
+		return nil, sdk.FailedPrecondition("backend is not configured: call Configure first")
+	}
+	return b.session, nil
+}
+
+// roleBuffer returns the flat buffer holding a role's tensors.
+func (s *session) roleBuffer(role pb.TensorRole) []float32 {
+	switch role {
+	case pb.TensorRole_TENSOR_ROLE_PARAM:
+		return s.model.params
+	case pb.TensorRole_TENSOR_ROLE_ADAM_M:
+		return s.opt.m
+	case pb.TensorRole_TENSOR_ROLE_ADAM_V:
+		return s.opt.v
+	case pb.TensorRole_TENSOR_ROLE_GRAD:
+		return s.model.grads
+	}
+	return nil
+}
+
+// SetState loads named tensors and clears the accumulated gradients.
+func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	if h := r.Header(); h != nil {
+		s.opt.steps = h.OptimizerSteps
+	}
+	var count uint32
+	for i := 0; ; i++ {
+		t, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading state tensor %d: %w", i, err)
+		}
+		field := fmt.Sprintf("tensor[%s]", t.Name)
+		idx, ok := s.model.lay.byName[t.Name]
+		if !ok {
+			return nil, sdk.NotFound("tensor %q is not a parameter of this model", t.Name)
+		}
+		sl := s.model.lay.slots[idx]
+		if t.Role == pb.TensorRole_TENSOR_ROLE_GRAD {
+			return nil, sdk.InvalidArgument(field+".role", "gradients are read-only")
+		}
+		buf := s.roleBuffer(t.Role)
+		if buf == nil {
+			return nil, sdk.InvalidArgument(field+".role", "unsupported role %v", t.Role)
+		}
+		if !slices.Equal(t.Shape, sl.shape) {
+			return nil, sdk.InvalidArgument(field+".shape", "got %v, the model has %v", t.Shape, sl.shape)
+		}
+		if err := decode(buf[sl.off:sl.off+sl.n], t.Data, t.DType); err != nil {
+			return nil, sdk.InvalidArgument(field, "%v", err)
+		}
+		count++
+	}
+	clear(s.model.grads)
+	return &pb.SetStateResponse{TensorsReceived: count}, nil
+}
+
+// GetState writes the requested tensors in the host's parameter order.
+func (b *Backend) GetState(_ context.Context, req *pb.GetStateRequest, w sdk.StateWriter) error {
+	s, err := b.lockSession()
+	if err != nil {
+		return err
+	}
+	defer b.mu.Unlock()
+	roles := req.GetRoles()
+	if len(roles) == 0 {
+		roles = []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V}
+	}
+	for i, r := range roles {
+		if s.roleBuffer(r) == nil {
+			return sdk.InvalidArgument(fmt.Sprintf("roles[%d]", i), "unsupported role %v", r)
+		}
+	}
+	dtype := req.GetDtype()
+	if dtype == pb.DType_DTYPE_UNSPECIFIED {
+		dtype = pb.DType_DTYPE_F32
+	}
+	if elemSize(dtype) == 0 {
+		return sdk.InvalidArgument("dtype", "unsupported %v", dtype)
+	}
+	slots := s.model.lay.slots
+	if names := req.GetNames(); len(names) > 0 {
+		slots = nil
+		for i, n := range names {
+			idx, ok := s.model.lay.byName[n]
+			if !ok {
+				return sdk.NotFound("names[%d]: tensor %q is not a parameter of this model", i, n)
+			}
+			slots = append(slots, s.model.lay.slots[idx])
+		}
+	}
+	if err := w.WriteHeader(&pb.StateHeader{OptimizerSteps: s.opt.steps, TensorCount: uint32(len(slots) * len(roles))}); err != nil {
+		return fmt.Errorf("writing state header: %w", err)
+	}
+	for _, r := range roles {
+		buf := s.roleBuffer(r)
+		for _, sl := range slots {
+			t := &sdk.Tensor{Name: sl.name, Role: r, Shape: slices.Clone(sl.shape), DType: dtype,
+				Data: encode(buf[sl.off:sl.off+sl.n], dtype)}
+			if err := w.WriteTensor(t); err != nil {
+				return fmt.Errorf("writing tensor %s: %w", sl.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func elemSize(d pb.DType) int {
+	switch d {
+	case pb.DType_DTYPE_F32:
+		return 4
+	case pb.DType_DTYPE_F64:
+		return 8
+	case pb.DType_DTYPE_BF16:
+		return 2
+	}
+	return 0
+}
+
+// decode converts little-endian elements of dtype d into dst.
+func decode(dst []float32, data []byte, d pb.DType) error {
+	es := elemSize(d)
+	if es == 0 {
+		return fmt.Errorf("unsupported dtype %v", d)
+	}
+	if len(data) != es*len(dst) {
+		return fmt.Errorf("got %d bytes, want %d (%d elements of %v)", len(data), es*len(dst), len(dst), d)
+	}
+	for i := range dst {
+		switch d {
+		case pb.DType_DTYPE_F32:
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
+		case pb.DType_DTYPE_F64:
+			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:])))
+		case pb.DType_DTYPE_BF16:
+			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(data[2*i:])) << 16)
+		}
+	}
+	return nil
+}
+
+// encode converts src to little-endian elements of dtype d (bf16 rounds to nearest even).
+func encode(src []float32, d pb.DType) []byte {
+	out := make([]byte, elemSize(d)*len(src))
+	for i, v := range src {
+		switch d {
+		case pb.DType_DTYPE_F32:
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+		case pb.DType_DTYPE_F64:
+			binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(float64(v)))
+		case pb.DType_DTYPE_BF16:
+			bits := math.Float32bits(v)
+			if v != v { // NaN stays NaN
+				bits |= 1 << 22
+			} else {
+				bits += 0x7FFF + (bits>>16)&1
+			}
+			binary.LittleEndian.PutUint16(out[2*i:], uint16(bits>>16))
+		}
+	}
+	return out
+}
+
+// validateBatch checks a batch against the model; field paths start with prefix.
+func validateBatch(a arch, bt *pb.Batch, prefix string, needTargets bool) (pass, error) {
+	if bt == nil {
+		return pass{}, sdk.InvalidArgument(prefix, "missing")
+	}
+	B, T := int(bt.BatchSize), int(bt.SeqLen)
+	if B < 1 {
+		return pass{}, sdk.InvalidArgument(prefix+".batch_size", "must be ≥ 1, got %d", B)
+	}
+	if T < 1 || T > a.block {
+		return pass{}, sdk.InvalidArgument(prefix+".seq_len", "must be in [1, block_size=%d], got %d", a.block, T)
+	}
+	n := B * T
+	check := func(field string, got int) error {
+		if got != n {
+			return sdk.InvalidArgument(prefix+"."+field, "has %d entries, want batch_size·seq_len = %d", got, n)
+		}
+		return nil
+	}
+	if err := check("tokens", len(bt.Tokens)); err != nil {
+		return pass{}, err
+	}
+	for i, tok := range bt.Tokens {
+		if tok < 0 || int(tok) >= a.V {
+			return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.tokens[%d]", prefix, i), "token id %d is outside [0, %d)", tok, a.V)
+		}
+	}
+	if needTargets {
+		if err := check("loss_weights", len(bt.LossWeights)); err != nil {
+			return pass{}, err
+		}
+		if err := check("targets", len(bt.Targets)); err != nil {
+			return pass{}, err
+		}
+		for i, w := range bt.LossWeights {
+			if !(w >= 0) || math.IsInf(float64(w), 0) {
+				return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.loss_weights[%d]", prefix, i), "weight %v must be finite and ≥ 0", w)
+			}
+			if tg := bt.Targets[i]; w > 0 && (tg < 0 || int(tg) >= a.V) {
+				return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.targets[%d]", prefix, i), "target id %d is outside [0, %d)", tg, a.V)
+			}
+		}
+	}
+	ps := pass{b: B, t: T, tokens: bt.Tokens}
+	if len(bt.SegmentIds) > 0 {
+		if err := check("segment_ids", len(bt.SegmentIds)); err != nil {
+			return pass{}, err
+		}
+		ps.segs = bt.SegmentIds
+	}
+	return ps, nil
+}
+
+// ForwardBackward runs one training micro-batch and accumulates its gradients.
+func (b *Backend) ForwardBackward(_ context.Context, req *pb.ForwardBackwardRequest) (*pb.ForwardBackwardResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	ps, err := validateBatch(s.model.a, req.GetBatch(), "batch", true)
+	if err != nil {
+		return nil, err
+	}
+	if g := float64(req.GradScale); math.IsNaN(g) || math.IsInf(g, 0) {
+		return nil, sdk.InvalidArgument("grad_scale", "must be finite, got %v", req.GradScale)
+	}
+	ps.train, ps.seed = true, req.DropoutSeed
+	tot := s.model.forwardBackward(ps, req.Batch.Targets, req.Batch.LossWeights, float64(req.GradScale))
+	return &pb.ForwardBackwardResponse{LossSum: tot.lossSum, WeightSum: tot.weightSum, Tokens: uint64(ps.b * ps.t)}, nil
+}
+
+// OptimizerStep clips, applies AdamW and zeroes the gradients.
+func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest) (*pb.OptimizerStepResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	if lr := req.LearningRate; !(lr >= 0) || math.IsInf(lr, 0) {
+		return nil, sdk.InvalidArgument("learning_rate", "must be finite and ≥ 0, got %v", lr)
+	}
+	if wd := req.WeightDecay; !(wd >= 0) || math.IsInf(wd, 0) {
+		return nil, sdk.InvalidArgument("weight_decay", "must be finite and ≥ 0, got %v", wd)
+	}
+	if math.IsNaN(req.ClipNorm) {
+		return nil, sdk.InvalidArgument("clip_norm", "is NaN")
+	}
+	norm := s.opt.step(s.pool, s.model.lay, s.model.params, s.model.grads, req.LearningRate, req.WeightDecay, req.ClipNorm, s.partial)
+	return &pb.OptimizerStepResponse{GradNorm: norm, OptimizerSteps: s.opt.steps}, nil
+}
+
+// Evaluate runs one batch without dropout or gradients.
+func (b *Backend) Evaluate(_ context.Context, req *pb.EvaluateRequest) (*pb.EvaluateResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	ps, err := validateBatch(s.model.a, req.GetBatch(), "batch", true)
+	if err != nil {
+		return nil, err
+	}
+	s.model.forward(ps)
+	n := ps.b * ps.t
+	resp := &pb.EvaluateResponse{}
+	if req.ReturnLogits {
+		resp.Logits = slices.Clone(s.model.x.logits[:n*s.model.a.V])
+	}
+	tot := s.model.lossAndGrad(n, req.Batch.Targets, req.Batch.LossWeights, 0, false)
+	resp.LossSum, resp.WeightSum, resp.Correct, resp.Counted = tot.lossSum, tot.weightSum, tot.correct, tot.counted
+	return resp, nil
+}
