@@ -2,6 +2,7 @@
 GO        ?= go
 BIN       ?= bin
 BUF       := github.com/bufbuild/buf/cmd/buf@v1.75.0
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PLUGINS   := $(notdir $(wildcard plugins/*))
 DEMO_DIR  ?= runs/demo
 
@@ -22,6 +23,7 @@ test: vet
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 ## demo: the seed's Phase 3a workflow end to end on the CPU backend and shipped demo data
 demo: build
@@ -29,7 +31,8 @@ demo: build
 	$(BIN)/mypt prepare --input configs/data/chat_demo.jsonl --output $(DEMO_DIR)/data --tokenization gpt2 --val_split 0.1
 	$(BIN)/mypt backends
 	$(BIN)/mypt train --config configs/chat_demo.json --dataset $(DEMO_DIR)/data --output $(DEMO_DIR)/model --backend cpu
-	$(BIN)/mypt generate --model $(DEMO_DIR)/model --chat --user "What is 2+3?" --preset deterministic
+	$(BIN)/mypt generate --model $(DEMO_DIR)/model --chat --user "Reverse the word: garden" --preset deterministic --max_new_tokens 24
+	$(BIN)/mypt generate --model $(DEMO_DIR)/model --chat --user "Hello!" --preset deterministic --max_new_tokens 24
 
 ## bench: Go benchmarks of the hot paths (each prints ratios against a peer measured in the same run)
 bench:

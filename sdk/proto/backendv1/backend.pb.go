@@ -670,7 +670,7 @@ type ModelSpec struct {
 	MlpType              MLPType                `protobuf:"varint,7,opt,name=mlp_type,json=mlpType,proto3,enum=mypt.backend.v1.MLPType" json:"mlp_type,omitempty"`
 	NormType             NormType               `protobuf:"varint,8,opt,name=norm_type,json=normType,proto3,enum=mypt.backend.v1.NormType" json:"norm_type,omitempty"`
 	MlpHidden            uint32                 `protobuf:"varint,9,opt,name=mlp_hidden,json=mlpHidden,proto3" json:"mlp_hidden,omitempty"`                                     // H: 4·C for GELU, ceil64(8·C/3) for SwiGLU
-	Bias                 bool                   `protobuf:"varint,10,opt,name=bias,proto3" json:"bias,omitempty"`                                                               // biases on attention qkv/proj and (LayerNorm only) norms
+	Bias                 bool                   `protobuf:"varint,10,opt,name=bias,proto3" json:"bias,omitempty"`                                                               // biases on attention qkv and proj (LayerNorm and the GELU MLP always have biases)
 	TieWeights           bool                   `protobuf:"varint,11,opt,name=tie_weights,json=tieWeights,proto3" json:"tie_weights,omitempty"`                                 // lm_head.weight is token_embedding_table.weight (one tensor)
 	RopeTheta            float64                `protobuf:"fixed64,12,opt,name=rope_theta,json=ropeTheta,proto3" json:"rope_theta,omitempty"`                                   // RoPE base, e.g. 10000
 	RopeScale            float64                `protobuf:"fixed64,13,opt,name=rope_scale,json=ropeScale,proto3" json:"rope_scale,omitempty"`                                   // RoPE position divisor (positions are t / rope_scale), ≥ 1

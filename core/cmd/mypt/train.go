@@ -1,0 +1,140 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/mypt/mypt/core/config"
+	"github.com/mypt/mypt/core/dataset"
+	"github.com/mypt/mypt/core/discovery"
+	"github.com/mypt/mypt/core/model"
+	"github.com/mypt/mypt/core/tokenizer"
+	"github.com/mypt/mypt/core/train"
+	"github.com/mypt/mypt/sdk"
+)
+
+func newTrainCmd() *cobra.Command {
+	var (
+		configFile, datasetDir, outDir, initFrom, backend string
+		stopAfter                                         int
+		noProgress                                        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "train --config FILE --dataset DIR --output DIR [--model BASE] [--backend NAME]",
+		Short: "Fine-tune a model on a prepared dataset through a backend plugin",
+		Long: `Train a model on an episode-indexed dataset. Settings come from mypt's defaults,
+then the --config file (MyPT JSON configs load as they are), then MYPT_<KEY>
+environment variables, then the flags below.
+
+The output directory holds latest/ (resumed from when the same command runs
+again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if datasetDir == "" || outDir == "" {
+				return errors.New("--dataset and --output are required")
+			}
+			cfg, ignored, err := config.Load(config.Sources{File: configFile, Environ: os.Environ(), Flags: cmd.Flags()})
+			if err != nil {
+				return err
+			}
+			for _, key := range ignored {
+				slog.Debug("config key accepted and ignored", "key", key)
+			}
+			ds, err := dataset.Open(datasetDir)
+			if err != nil {
+				return err
+			}
+			defer ds.Close()
+			tok, err := ds.Tokenizer()
+			if err != nil {
+				return fmt.Errorf("dataset %s: %w", datasetDir, err)
+			}
+			tokState, err := tokenizer.MarshalState(tok.State())
+			if err != nil {
+				return err
+			}
+			path, err := discovery.FromEnvironment().Resolve(backend)
+			if err != nil {
+				return err
+			}
+			client, err := sdk.Start(cmd.Context(), path, sdk.StartOptions{Logger: slog.Default()})
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+
+			run := &train.Run{
+				Config: cfg, Spec: model.NewSpec(cfg), Backend: client, BackendName: backend,
+				Data: ds, TokenizerState: tokState, OutDir: outDir, InitFrom: initFrom,
+				StopAfter: stopAfter, Log: slog.Default(),
+			}
+			if !noProgress {
+				run.Progress = cmd.ErrOrStderr()
+			}
+			sum, err := run.Train(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "steps %d..%d, last loss %.4f, best val loss %.4f, %d tokens in %s%s\n",
+				sum.StartStep, sum.EndStep, sum.FinalLoss, sum.BestValLoss, sum.Tokens, sum.Elapsed.Round(time.Second),
+				stoppedNote(sum.Stopped))
+			fmt.Fprintf(cmd.OutOrStdout(), "checkpoints: %s/latest, %s/best\n", outDir, outDir)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "JSON config file (MyPT's format)")
+	f.StringVar(&datasetDir, "dataset", "", "prepared dataset directory (mypt prepare or MyPT)")
+	f.StringVar(&outDir, "output", "", "run directory for checkpoints and metrics")
+	f.StringVar(&initFrom, "model", "", "initialise parameters from this checkpoint directory (a base model)")
+	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME (mypt-backend-NAME) or a path")
+	f.IntVar(&stopAfter, "stop-after", 0, "save and stop after this many steps in this invocation (0: run to max_iters)")
+	f.BoolVar(&noProgress, "no-progress", false, "do not draw the progress bar")
+	addConfigFlags(f)
+	// MyPT's spellings.
+	f.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		switch name {
+		case "config_file":
+			name = "config"
+		case "dataset_dir":
+			name = "dataset"
+		case "init_from_model":
+			name = "model"
+		}
+		return pflag.NormalizedName(name)
+	})
+	return cmd
+}
+
+// addConfigFlags adds a flag per training-relevant config key; only flags
+// the user sets override the config.
+func addConfigFlags(f *pflag.FlagSet) {
+	d := config.Default()
+	f.Float64("learning_rate", d.LearningRate, "peak learning rate")
+	f.Int("max_iters", d.MaxIters, "optimizer steps")
+	f.Int("eval_interval", d.EvalInterval, "steps between evals")
+	f.Int("eval_iters", d.EvalIters, "val batches per eval (at most one pass over val)")
+	f.Int("save_every", d.SaveEvery, "steps between checkpoints (0: at every eval)")
+	f.Float64("warmup_iters", d.WarmupIters, "warmup: a fraction of max_iters below 1, else steps")
+	f.Float64("grad_clip", d.GradClip, "clip the global gradient norm (0: off)")
+	f.Float64("weight_decay", d.WeightDecay, "AdamW decoupled weight decay")
+	f.Int("grad_accum_steps", d.GradAccumSteps, "micro-batches per optimizer step")
+	f.Int("batch_size", d.BatchSize, "rows per micro-batch")
+	f.Float64("dropout", d.Dropout, "dropout probability")
+	f.Int64("seed", d.Seed, "seed for initialisation and dropout")
+	f.Int("early_stopping_patience", d.EarlyStopPatience, "stop after this many evals without a better val loss (0: off)")
+	f.String("loss_normalization", d.LossNormalization, "global (per supervised token of the accumulated batch) or mypt (mean of micro-batch means)")
+}
+
+func stoppedNote(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return " (" + reason + ")"
+}

@@ -1,0 +1,84 @@
+package generate
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/mypt/mypt/sdk"
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+)
+
+// Request is one generation.
+type Request struct {
+	Prompt       []int32
+	MaxNewTokens int
+	BlockSize    int            // the model's context length
+	Stop         map[int32]bool // ids that end generation (kept in the output)
+	Sampler      *Sampler
+	// Emit, when set, receives each new id as soon as it is chosen.
+	Emit func(id int32) error
+}
+
+// Generate runs the prompt through the backend's KV cache and samples up to
+// MaxNewTokens ids, stopping after a stop id. It returns the new ids.
+func Generate(ctx context.Context, b sdk.Backend, req Request) ([]int32, error) {
+	if len(req.Prompt) == 0 {
+		return nil, fmt.Errorf("empty prompt")
+	}
+	if n := len(req.Prompt) + req.MaxNewTokens; n > req.BlockSize {
+		return nil, fmt.Errorf("prompt (%d tokens) plus max_new_tokens (%d) is %d, more than the model's context of %d tokens; shorten the prompt or lower max_new_tokens",
+			len(req.Prompt), req.MaxNewTokens, n, req.BlockSize)
+	}
+	pre, err := b.Prefill(ctx, &pb.PrefillRequest{Tokens: req.Prompt, Capacity: uint32(len(req.Prompt) + req.MaxNewTokens)})
+	if err != nil {
+		return nil, fmt.Errorf("prefill: %w", err)
+	}
+	defer b.ReleaseCache(context.WithoutCancel(ctx), &pb.ReleaseCacheRequest{CacheHandle: pre.GetCacheHandle()})
+	history := append([]int32(nil), req.Prompt...)
+	logits := pre.GetLogits()
+	var out []int32
+	for len(out) < req.MaxNewTokens {
+		id := req.Sampler.Next(logits, history)
+		out = append(out, id)
+		history = append(history, id)
+		if req.Emit != nil {
+			if err := req.Emit(id); err != nil {
+				return out, err
+			}
+		}
+		if req.Stop[id] || len(out) == req.MaxNewTokens {
+			break
+		}
+		dec, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: pre.GetCacheHandle(), Token: id})
+		if err != nil {
+			return out, fmt.Errorf("decode: %w", err)
+		}
+		logits = dec.GetLogits()
+	}
+	return out, nil
+}
+
+// GreedyFullForward generates greedily by re-running the whole sequence
+// through Evaluate at every step, without a KV cache: the reference the
+// cached path is checked against.
+func GreedyFullForward(ctx context.Context, b sdk.Backend, prompt []int32, maxNew, blockSize, vocab int, stop map[int32]bool) ([]int32, error) {
+	seq := append([]int32(nil), prompt...)
+	var out []int32
+	for len(out) < maxNew && len(seq) <= blockSize {
+		t := len(seq)
+		resp, err := b.Evaluate(ctx, &pb.EvaluateRequest{ReturnLogits: true, Batch: &pb.Batch{
+			BatchSize: 1, SeqLen: uint32(t), Tokens: seq, Targets: make([]int32, t), LossWeights: make([]float32, t),
+		}})
+		if err != nil {
+			return out, err
+		}
+		last := resp.GetLogits()[(t-1)*vocab : t*vocab]
+		id := argmax(last)
+		out = append(out, id)
+		seq = append(seq, id)
+		if stop[id] {
+			break
+		}
+	}
+	return out, nil
+}

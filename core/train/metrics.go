@@ -1,0 +1,88 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/schollz/progressbar/v3"
+)
+
+// metricsFile appends one JSON object per line; each line is written with a
+// single write so a crash leaves whole lines only.
+type metricsFile struct {
+	f *os.File
+}
+
+func openMetrics(path string) (*metricsFile, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open metrics: %w", err)
+	}
+	return &metricsFile{f: f}, nil
+}
+
+func (m *metricsFile) write(v map[string]any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	_, _ = m.f.Write(append(b, '\n'))
+}
+
+func (m *metricsFile) Close() error { return m.f.Close() }
+
+// progress is the terminal progress bar; a nil writer disables it. When w
+// is not a terminal (a log file, CI), it logs a line every 5 % instead.
+type progress struct {
+	bar   *progressbar.ProgressBar
+	w     io.Writer
+	log   *slog.Logger
+	every int
+}
+
+func newProgress(w io.Writer, log *slog.Logger, start, total int) *progress {
+	if w == nil {
+		return &progress{}
+	}
+	if f, ok := w.(*os.File); !ok || !isTerminal(f) {
+		return &progress{log: log, every: max(1, total/20)}
+	}
+	bar := progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription("train"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionShowElapsedTimeOnFinish(),
+		progressbar.OptionThrottle(200_000_000),
+		progressbar.OptionSetWidth(24),
+	)
+	_ = bar.Set(start)
+	return &progress{bar: bar, w: w}
+}
+
+func (p *progress) update(step int, loss, lr, tokPerSec float64) {
+	if p.log != nil && step%p.every == 0 {
+		p.log.Info("step", "step", step, "loss", fmt.Sprintf("%.4f", loss), "lr", fmt.Sprintf("%.2e", lr),
+			"tokens_per_s", fmt.Sprintf("%.0f", tokPerSec))
+	}
+	if p.bar == nil {
+		return
+	}
+	p.bar.Describe(fmt.Sprintf("loss %.4f lr %.2e %6.0f tok/s", loss, lr, tokPerSec))
+	_ = p.bar.Set(step)
+}
+
+func (p *progress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+		fmt.Fprintln(p.w)
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
