@@ -39,9 +39,10 @@ func newRootCmd() *cobra.Command {
 		newBackendsCmd(),
 		newTrainCmd(),
 		newGenerateCmd(),
-		notYetCmd("chat", "Chat with a trained model in the terminal", "issue 6"),
-		notYetCmd("serve", "Serve the web chat and training pages", "issue 6"),
-		notYetCmd("conformance", "Certify a backend plugin against the protocol and the reference numerics", "issue 7"),
+		newChatCmd(),
+		newServeCmd(),
+		newConformanceCmd(),
+		newExportCmd(),
 	)
 	return root
 }
