@@ -67,6 +67,7 @@ func Start(ctx context.Context, path string, opts StartOptions) (*Client, error)
 	name := filepath.Base(path)
 	cmd := exec.Command(path)
 	cmd.Env = append(cmd.Environ(), opts.Env...)
+	bindToParent(cmd)
 	tail := newTailWriter(40)
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,

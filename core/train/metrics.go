@@ -1,7 +1,9 @@
 package train
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -85,4 +87,36 @@ func (p *progress) finish() {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// truncateMetrics drops the lines a resumed run will write again: steps
+// after the checkpoint's step and evals after its last logged eval. The
+// file is rewritten atomically.
+func truncateMetrics(path string, step, evaluatedStep int) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read metrics: %w", err)
+	}
+	var kept []byte
+	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+		var ev struct {
+			Event string `json:"event"`
+			Step  int    `json:"step"`
+		}
+		if json.Unmarshal(line, &ev) != nil {
+			continue // a torn last line from a crash
+		}
+		if (ev.Event == "step" && ev.Step > step) || (ev.Event == "eval" && ev.Step > evaluatedStep) {
+			continue
+		}
+		kept = append(kept, line...)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, kept, 0o644); err != nil {
+		return fmt.Errorf("rewrite metrics: %w", err)
+	}
+	return os.Rename(tmp, path)
 }

@@ -13,7 +13,6 @@ package train
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -145,7 +144,11 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 	log.Info("training", "params", total, "steps", fmt.Sprintf("%d..%d", st.Step, cfg.MaxIters),
 		"batch", cfg.BatchSize, "block", cfg.BlockSize, "grad_accum", cfg.GradAccumSteps, "backend", r.BackendName)
 
-	metrics, err := openMetrics(filepath.Join(r.OutDir, "metrics.jsonl"))
+	metricsPath := filepath.Join(r.OutDir, "metrics.jsonl")
+	if err := truncateMetrics(metricsPath, st.Step, st.EvaluatedStep); err != nil {
+		return nil, err
+	}
+	metrics, err := openMetrics(metricsPath)
 	if err != nil {
 		return nil, err
 	}
@@ -173,9 +176,22 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 		return nil
 	}
 	stepsThisRun := 0
+	// Backend calls run to completion even after SIGINT (work is never
+	// half-applied); the loop checks for the interrupt between steps.
+	work := context.WithoutCancel(ctx)
 	for st.Step < cfg.MaxIters {
+		if ctx.Err() != nil || (r.StopAfter > 0 && stepsThisRun >= r.StopAfter) {
+			sum.Stopped = "interrupted"
+			if ctx.Err() == nil {
+				sum.Stopped = "stop requested"
+			}
+			if err := save(sum.Stopped); err != nil {
+				return sum, err
+			}
+			break
+		}
 		if st.Step%cfg.EvalInterval == 0 && st.EvaluatedStep != st.Step {
-			stop, err := r.evaluate(ctx, &st, metrics, log, sched.LR(st.Step))
+			stop, err := r.evaluate(work, &st, metrics, log, sched.LR(st.Step))
 			if err != nil {
 				return sum, err
 			}
@@ -194,16 +210,6 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 				return sum, err
 			}
 		}
-		if ctx.Err() != nil || (r.StopAfter > 0 && stepsThisRun >= r.StopAfter) {
-			sum.Stopped = "interrupted"
-			if ctx.Err() == nil {
-				sum.Stopped = "stop requested"
-			}
-			if err := save(sum.Stopped); err != nil {
-				return sum, err
-			}
-			break
-		}
 
 		g, ok := <-groups
 		if !ok || g.err != nil {
@@ -211,13 +217,8 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 		}
 		lr := sched.LR(st.Step)
 		stepStart := time.Now()
-		loss, tokens, gradNorm, err := r.step(ctx, g.batches, lr, st.Step)
+		loss, tokens, gradNorm, err := r.step(work, g.batches, lr, st.Step)
 		if err != nil {
-			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-				sum.Stopped = "interrupted"
-				// The step did not complete; the last checkpoint stays as it is.
-				break
-			}
 			return sum, fmt.Errorf("step %d: %w", st.Step, err)
 		}
 		if math.IsNaN(loss) || math.IsInf(loss, 0) || math.IsNaN(gradNorm) || math.IsInf(gradNorm, 0) {
@@ -238,7 +239,7 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 		bar.update(st.Step, loss, lr, float64(tokens)/dt)
 	}
 	if sum.Stopped == "" {
-		if _, err := r.evaluate(ctx, &st, metrics, log, sched.LR(st.Step)); err != nil {
+		if _, err := r.evaluate(work, &st, metrics, log, sched.LR(st.Step)); err != nil {
 			return sum, err
 		}
 		st.EvaluatedStep = st.Step
