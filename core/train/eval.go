@@ -63,6 +63,9 @@ func (r *Run) evaluate(ctx context.Context, st *state, m *metricsFile, log *slog
 		event["val_masked_token_acc"] = acc
 	}
 	m.write(event)
+	if err := writeLossPlot(filepath.Join(r.OutDir, "metrics.jsonl"), filepath.Join(r.OutDir, "loss.png")); err != nil {
+		log.Warn("loss plot not updated", "err", err)
+	}
 	log.Info("eval", "step", fmt.Sprintf("%d/%d", st.Step, cfg.MaxIters), "val_loss", fmt.Sprintf("%.4f", valLoss),
 		"val_acc", fmt.Sprintf("%.3f", acc), "lr", fmt.Sprintf("%.2e", lr), "best", improved)
 	if improved {

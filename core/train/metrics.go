@@ -7,15 +7,24 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"path/filepath"
+	"slices"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
+
+	"github.com/mypt/mypt/core/tbevents"
 )
 
-// metricsFile appends one JSON object per line; each line is written with a
-// single write so a crash leaves whole lines only.
+// metricsFile appends one JSON object per line (each with a single write,
+// so a crash leaves whole lines only) and mirrors every numeric field into
+// a TensorBoard event file: "train/<key>" for step events, "val/<key>" for
+// evals.
 type metricsFile struct {
-	f *os.File
+	f  *os.File
+	tb *tbevents.Writer
 }
 
 func openMetrics(path string) (*metricsFile, error) {
@@ -23,7 +32,12 @@ func openMetrics(path string) (*metricsFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open metrics: %w", err)
 	}
-	return &metricsFile{f: f}, nil
+	tb, err := tbevents.Create(filepath.Dir(path))
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &metricsFile{f: f, tb: tb}, nil
 }
 
 func (m *metricsFile) write(v map[string]any) {
@@ -32,9 +46,19 @@ func (m *metricsFile) write(v map[string]any) {
 		return
 	}
 	_, _ = m.f.Write(append(b, '\n'))
+	prefix := map[any]string{"step": "train/", "eval": "val/"}[v["event"]]
+	step, _ := v["step"].(int)
+	now := time.Now()
+	for _, key := range slices.Sorted(maps.Keys(v)) {
+		if x, ok := v[key].(float64); ok && prefix != "" && key != "step" {
+			_ = m.tb.Scalar(prefix+key, int64(step), x, now)
+		}
+	}
 }
 
-func (m *metricsFile) Close() error { return m.f.Close() }
+func (m *metricsFile) Close() error {
+	return errors.Join(m.f.Close(), m.tb.Close())
+}
 
 // progress is the terminal progress bar; a nil writer disables it. When w
 // is not a terminal (a log file, CI), it logs a line every 5 % instead.

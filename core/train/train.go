@@ -9,6 +9,8 @@
 //	latest/         the newest checkpoint (resumed from when the run restarts)
 //	best/           the checkpoint with the lowest val loss so far
 //	metrics.jsonl   one JSON object per step and per eval
+//	loss.png        train and val loss, redrawn at every eval
+//	events.out.tfevents.*   the same metrics for TensorBoard (tensorboard --logdir RUN)
 package train
 
 import (
