@@ -132,6 +132,23 @@ func TestEndToEnd(t *testing.T) {
 	if len(steps) != 24 || !(last < first) {
 		t.Fatalf("%d steps logged, loss %.3f → %.3f", len(steps), first, last)
 	}
+	// A new run initialised from the trained one (--model BASE) starts with
+	// its weights: its step-0 val loss is the base's final val loss.
+	var baseFinal float64
+	for _, m := range ms {
+		if m.Event == "eval" && m.Step == 24 {
+			baseFinal = *m.ValLoss
+		}
+	}
+	tuned := filepath.Join(t.TempDir(), "tuned")
+	runMypt(t, "train", "--config", cfg, "--dataset", data, "--output", tuned, "--model", filepath.Join(run, "latest"),
+		"--max_iters", "2", "--no-progress")
+	for _, m := range readMetrics(t, filepath.Join(tuned, "metrics.jsonl")) {
+		if m.Event == "eval" && m.Step == 0 && *m.ValLoss != baseFinal {
+			t.Fatalf("run from --model starts at val loss %v, want the base's final %v", *m.ValLoss, baseFinal)
+		}
+	}
+
 	gen := runMypt(t, "generate", "--model", run, "--chat", "--user", "Hello!", "--preset", "deterministic", "--max_new_tokens", "8")
 	if !strings.HasPrefix(gen, "<myPT_system>You are MyPT.</myPT_system><myPT_user>Hello!</myPT_user><myPT_assistant>") ||
 		len(strings.TrimSpace(gen)) <= len("<myPT_system>You are MyPT.</myPT_system><myPT_user>Hello!</myPT_user><myPT_assistant>") {
