@@ -13,11 +13,7 @@ type optimizer struct {
 func gradNorm(p *pool, g []float32, partial []float64) float64 {
 	clear(partial)
 	p.run(len(g), 1<<14, func(w, lo, hi int) {
-		var s float64
-		for _, x := range g[lo:hi] {
-			s += float64(x) * float64(x)
-		}
-		partial[w] += s
+		partial[w] += sumSquares32(g[lo:hi])
 	})
 	var s float64
 	for _, x := range partial {
@@ -43,23 +39,60 @@ func (o *optimizer) step(p *pool, lay *layout, params, grads []float32, lr, wd, 
 	stepSize := float32(lr / bc1)
 	bc2Sqrt := float32(math.Sqrt(bc2))
 	b1, b2, eps := float32(o.beta1), float32(o.beta2), float32(o.eps)
+	c := adamConsts{gscale: gscale, b1: b1, c1: 1 - b1, b2: b2, c2: 1 - b2, bc2Sqrt: bc2Sqrt, eps: eps, stepSize: stepSize}
 	for _, s := range lay.slots {
-		decay := float32(1)
+		c.decay = 1
 		if s.decay {
-			decay = float32(1 - lr*wd)
+			c.decay = float32(1 - lr*wd)
 		}
 		pw, gw := params[s.off:s.off+s.n], grads[s.off:s.off+s.n]
 		mw, vw := o.m[s.off:s.off+s.n], o.v[s.off:s.off+s.n]
-		p.run(s.n, 4096, func(_, lo, hi int) {
-			for i := lo; i < hi; i++ {
-				g := gw[i] * gscale
-				mw[i] = b1*mw[i] + (1-b1)*g
-				vw[i] = b2*vw[i] + (1-b2)*g*g
-				denom := float32(math.Sqrt(float64(vw[i])))/bc2Sqrt + eps
-				pw[i] = pw[i]*decay - stepSize*mw[i]/denom
-				gw[i] = 0
-			}
+		p.run(s.n, 1<<14, func(_, lo, hi int) {
+			adamw32(pw[lo:hi], gw[lo:hi], mw[lo:hi], vw[lo:hi], &c)
 		})
 	}
 	return norm
+}
+
+// adamConsts are one slot's AdamW coefficients, laid out for adamwAVX2.
+type adamConsts struct {
+	gscale, b1, c1, b2, c2, bc2Sqrt, eps, decay, stepSize float32
+}
+
+// adamw32 is one AdamW step over aligned slices, zeroing g: assembly on the multiple-of-8
+// prefix, adamwGo (its reference) on the rest.
+func adamw32(p, g, m, v []float32, c *adamConsts) {
+	n := len(p)
+	g, m, v = g[:n], m[:n], v[:n]
+	n8 := vecLen(n)
+	if n8 > 0 {
+		adamwAVX2(&p[0], &g[0], &m[0], &v[0], n8, c)
+	}
+	adamwGo(p[n8:], g[n8:], m[n8:], v[n8:], c)
+}
+
+// adamwGo is torch.optim.AdamW's update in float32: m, v moving averages of the clipped
+// gradient, θ ← θ·(1−lr·wd) − (lr/bc1)·m/(√v/√bc2 + eps).
+func adamwGo(p, g, m, v []float32, c *adamConsts) {
+	for i := range p {
+		gi := g[i] * c.gscale
+		m[i] = c.b1*m[i] + c.c1*gi
+		v[i] = c.b2*v[i] + c.c2*gi*gi
+		denom := float32(math.Sqrt(float64(v[i])))/c.bc2Sqrt + c.eps
+		p[i] = p[i]*c.decay - c.stepSize*m[i]/denom
+		g[i] = 0
+	}
+}
+
+// sumSquares32 is Σ x², accumulated in float64 (assembly on the multiple-of-8 prefix).
+func sumSquares32(x []float32) float64 {
+	var s float64
+	n8 := vecLen(len(x))
+	if n8 > 0 {
+		s = sumSquaresAVX2(&x[0], n8)
+	}
+	for _, v := range x[n8:] {
+		s += float64(v) * float64(v)
+	}
+	return s
 }

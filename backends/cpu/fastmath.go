@@ -49,9 +49,112 @@ func gelu32(x float32) (y, dy float32) {
 	return x * cdf, cdf + x*invSqrt2Pi*e
 }
 
+// The wrappers below run the AVX2 assembly (simd_amd64.s) on the largest multiple of 8
+// elements and the Go loop, which is also their reference in the tests, on the rest.
+
 // expShiftSum32 writes dst[j] = e^(src[j]−shift) (dst may be src, or nil to only sum) and
-// returns the sum; exp32 written out so the loop has no calls.
+// returns the sum.
 func expShiftSum32(dst, src []float32, shift float32) float32 {
+	n8 := vecLen(len(src))
+	if n8 == 0 {
+		return expShiftSumGo(dst, src, shift)
+	}
+	var d *float32
+	if dst != nil {
+		_ = dst[len(src)-1]
+		d = &dst[0]
+		dst = dst[n8:]
+	}
+	return expShiftSumAVX2(d, &src[0], n8, shift) + expShiftSumGo(dst, src[n8:], shift)
+}
+
+// vecLen is how many of n elements the assembly handles (0 without it).
+func vecLen(n int) int {
+	if !useAVX2 {
+		return 0
+	}
+	return n &^ 7
+}
+
+// geluForward32: out[i] = GELU(in[i]).
+func geluForward32(out, in []float32) {
+	out = out[:len(in)]
+	n8 := vecLen(len(in))
+	if n8 > 0 {
+		geluFwdAVX2(&out[0], &in[0], n8)
+	}
+	for i := n8; i < len(in); i++ {
+		out[i], _ = gelu32(in[i])
+	}
+}
+
+// geluBackward32: din[i] = dout[i]·GELU′(in[i]).
+func geluBackward32(din, dout, in []float32) {
+	din, dout = din[:len(in)], dout[:len(in)]
+	n8 := vecLen(len(in))
+	if n8 > 0 {
+		geluBwdAVX2(&din[0], &dout[0], &in[0], n8)
+	}
+	for i := n8; i < len(in); i++ {
+		_, d := gelu32(in[i])
+		din[i] = dout[i] * d
+	}
+}
+
+// max32 is the largest element of a non-empty x (NaNs are not handled).
+func max32(x []float32) float32 {
+	m := x[0]
+	n8 := vecLen(len(x))
+	if n8 > 0 {
+		m = maxAVX2(&x[0], n8)
+	}
+	for _, v := range x[n8:] {
+		m = max(m, v)
+	}
+	return m
+}
+
+// index32 is the first i with x[i] == v, or len(x).
+func index32(x []float32, v float32) int {
+	n8 := vecLen(len(x))
+	if n8 > 0 {
+		if i := indexAVX2(&x[0], n8, v); i < n8 {
+			return i
+		}
+	}
+	for i := n8; i < len(x); i++ {
+		if x[i] == v {
+			return i
+		}
+	}
+	return len(x)
+}
+
+// scale32: x[i] *= f.
+func scale32(x []float32, f float32) {
+	n8 := vecLen(len(x))
+	if n8 > 0 {
+		scaleAVX2(&x[0], n8, f)
+	}
+	for i := n8; i < len(x); i++ {
+		x[i] *= f
+	}
+}
+
+// add32: dst[i] += src[i].
+func add32(dst, src []float32) {
+	dst = dst[:len(src)]
+	n8 := vecLen(len(src))
+	if n8 > 0 {
+		addAVX2(&dst[0], &src[0], n8)
+	}
+	for i := n8; i < len(src); i++ {
+		dst[i] += src[i]
+	}
+}
+
+// expShiftSumGo is expShiftSum32's Go loop: exp32 written out so the loop has no calls.
+func expShiftSumGo(dst, src []float32, shift float32) float32 {
 	var sum float32
 	for j, x := range src {
 		x -= shift

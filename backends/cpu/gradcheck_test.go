@@ -70,7 +70,7 @@ func TestLayerGradients(t *testing.T) {
 		in, w, b := randVec(r, n*c, 1), randVec(r, oc*c, 1), randVec(r, oc, 1)
 		R := randVec(r, n*oc, 1)
 		out := make([]float64, n*oc)
-		f := func() float64 { linearForward(mm, out, in, w, b, n, c, oc); return dot(out, R) }
+		f := func() float64 { linearForward(mm, p, out, in, w, b, n, c, oc); return dot(out, R) }
 		din, dw, db := make([]float64, n*c), make([]float64, oc*c), make([]float64, oc)
 		linearBackward(mm, p, din, dw, db, R, in, w, n, c, oc, false)
 		checkGrad(t, "din", in, din, f)

@@ -74,7 +74,7 @@ func extendCache32(m *model[float32], c *kvCache, tokens []int32) []float32 {
 	for l := 0; l < a.L; l++ {
 		w := &m.w.layers[l]
 		normForward(m.pool, a.layerNorm, ln, c.mean, c.rstd, x, w.ln1W, w.ln1B, n, C, a.eps)
-		linearForward(m.mm, qkv, ln, w.qkvW, w.qkvB, n, C, 3*C)
+		linearForward(m.mm, m.pool, qkv, ln, w.qkvW, w.qkvB, n, C, 3*C)
 		if !a.learnedPos {
 			ropeApply(m.pool, qkv, pos, m.ropeCos, m.ropeSin, n, C, a.nh, false)
 		}
@@ -117,27 +117,27 @@ func extendCache32(m *model[float32], c *kvCache, tokens []int32) []float32 {
 				}
 			}
 		})
-		linearForward(m.mm, tmp, y, w.projW, w.projB, n, C, C)
+		linearForward(m.mm, m.pool, tmp, y, w.projW, w.projB, n, C, C)
 		residualAdd(m.pool, x, tmp, nil)
 		normForward(m.pool, a.layerNorm, ln, c.mean, c.rstd, x, w.ln2W, w.ln2B, n, C, a.eps)
 		h, act := c.h[:n*H], c.act[:n*H]
 		if a.swiglu {
 			up := c.up[:n*H]
-			linearForward(m.mm, h, ln, w.gateW, nil, n, C, H)
-			linearForward(m.mm, up, ln, w.upW, nil, n, C, H)
+			linearForward(m.mm, m.pool, h, ln, w.gateW, nil, n, C, H)
+			linearForward(m.mm, m.pool, up, ln, w.upW, nil, n, C, H)
 			swigluForward(m.pool, act, h, up)
-			linearForward(m.mm, tmp, act, w.downW, nil, n, H, C)
+			linearForward(m.mm, m.pool, tmp, act, w.downW, nil, n, H, C)
 		} else {
-			linearForward(m.mm, h, ln, w.fc1W, w.fc1B, n, C, H)
+			linearForward(m.mm, m.pool, h, ln, w.fc1W, w.fc1B, n, C, H)
 			geluForward(m.pool, act, h)
-			linearForward(m.mm, tmp, act, w.fc2W, w.fc2B, n, H, C)
+			linearForward(m.mm, m.pool, tmp, act, w.fc2W, w.fc2B, n, H, C)
 		}
 		residualAdd(m.pool, x, tmp, nil)
 	}
 	c.length += n
 	normForward(m.pool, a.layerNorm, ln, c.mean, c.rstd, x, m.w.lnfW, m.w.lnfB, n, C, a.eps)
 	logits := c.logits[:n*a.V]
-	linearForward(m.mm, logits, ln, m.w.lmW, m.w.lmB, n, C, a.V)
+	linearForward(m.mm, m.pool, logits, ln, m.w.lmW, m.w.lmB, n, C, a.V)
 	return logits
 }
 

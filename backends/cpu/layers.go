@@ -42,16 +42,19 @@ func naiveGemm[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda in
 // ---------------------------------------------------------------------------------------
 // Linear: out[N,OC] = in[N,IC] · W[OC,IC]ᵀ + b
 
-func linearForward[F Float](mm gemmFunc[F], out, in, w, b []F, n, ic, oc int) {
-	mm(false, true, n, oc, ic, 1, in, ic, w, ic, 0, out, oc)
-	if b != nil {
-		for r := 0; r < n; r++ {
-			row := out[r*oc : (r+1)*oc]
-			for j, bv := range b[:oc] {
-				row[j] += bv
-			}
-		}
+func linearForward[F Float](mm gemmFunc[F], p *pool, out, in, w, b []F, n, ic, oc int) {
+	if b == nil {
+		mm(false, true, n, oc, ic, 1, in, ic, w, ic, 0, out, oc)
+		return
 	}
+	// C starts as the bias rows and the product adds onto it (beta = 1): the same sum
+	// acc + b as adding afterwards, without another pass over the output.
+	p.run(n, max(1, 8192/oc), func(_, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			copy(out[r*oc:(r+1)*oc], b[:oc])
+		}
+	})
+	mm(false, true, n, oc, ic, 1, in, ic, w, ic, 1, out, oc)
 }
 
 // linearBackward: din (=, or += when accumulate) dout·W; dW += doutᵀ·in; db += Σ_rows dout.
@@ -72,6 +75,15 @@ func linearBackward[F Float](mm gemmFunc[F], p *pool, din, dw, db, dout, in, w [
 
 // colSumAdd: dst[j] += Σ_r src[r,j], parallel over column ranges.
 func colSumAdd[F Float](p *pool, dst, src []F, n, cols int) {
+	if d32, ok := any(dst).([]float32); ok {
+		s32 := any(src).([]float32)
+		p.run(cols, 4096, func(_, lo, hi int) {
+			for r := 0; r < n; r++ {
+				add32(d32[lo:hi], s32[r*cols+lo:r*cols+hi])
+			}
+		})
+		return
+	}
 	p.run(cols, 256, func(_, lo, hi int) {
 		for r := 0; r < n; r++ {
 			row := src[r*cols+lo : r*cols+hi]
@@ -175,10 +187,8 @@ const invSqrt2Pi = 0.39894228040143267794
 func geluForward[F Float](p *pool, out, in []F) {
 	if o32, ok := any(out).([]float32); ok {
 		i32 := any(in).([]float32)
-		p.run(len(in), 1024, func(_, lo, hi int) {
-			for i := lo; i < hi; i++ {
-				o32[i], _ = gelu32(i32[i])
-			}
+		p.run(len(in), 1<<14, func(_, lo, hi int) {
+			geluForward32(o32[lo:hi], i32[lo:hi])
 		})
 		return
 	}
@@ -194,11 +204,8 @@ func geluForward[F Float](p *pool, out, in []F) {
 func geluBackward[F Float](p *pool, din, dout, in []F) {
 	if di32, ok := any(din).([]float32); ok {
 		do32, i32 := any(dout).([]float32), any(in).([]float32)
-		p.run(len(in), 1024, func(_, lo, hi int) {
-			for i := lo; i < hi; i++ {
-				_, d := gelu32(i32[i])
-				di32[i] = do32[i] * d
-			}
+		p.run(len(in), 1<<14, func(_, lo, hi int) {
+			geluBackward32(di32[lo:hi], do32[lo:hi], i32[lo:hi])
 		})
 		return
 	}
@@ -283,6 +290,7 @@ func attentionForward[F Float](p *pool, mms []gemmFunc[F], scratch [][]F, y, att
 	hd := s.c / s.nh
 	tt := s.t * s.t
 	scale := F(1 / math.Sqrt(float64(hd)))
+	att32, _ := any(att).([]float32) // float32 without segments: the vector softmax
 	p.run(s.b*s.nh, 1, func(w, lo, hi int) {
 		mm := mms[w]
 		for bh := lo; bh < hi; bh++ {
@@ -298,6 +306,13 @@ func attentionForward[F Float](p *pool, mms []gemmFunc[F], scratch [][]F, y, att
 			mm(false, true, s.t, s.t, hd, scale, q, 3*s.c, k, 3*s.c, 0, P, s.t)
 			for i := 0; i < s.t; i++ {
 				row := P[i*s.t : (i+1)*s.t]
+				if att32 != nil && sg == nil {
+					r := att32[bh*tt+i*s.t : bh*tt+(i+1)*s.t]
+					mx := max32(r[:i+1])
+					scale32(r[:i+1], 1/expShiftSum32(r[:i+1], r[:i+1], mx))
+					clear(r[i+1:])
+					continue
+				}
 				mx := F(math.Inf(-1))
 				for j := 0; j <= i; j++ {
 					if allowed(sg, i, j) && row[j] > mx {
@@ -466,12 +481,8 @@ func crossEntropy32(p *pool, logits []float32, targets []int32, weights []float3
 		for r := lo; r < hi; r++ {
 			row := logits[r*v : (r+1)*v]
 			wt := float64(weights[r])
-			mx, arg := row[0], 0
-			for j, x := range row {
-				if x > mx {
-					mx, arg = x, j
-				}
-			}
+			mx := max32(row)
+			arg := min(index32(row, mx), len(row)-1) // the first maximum, as the plain loop finds it
 			tg := int(targets[r])
 			var target float32
 			if wt > 0 {
@@ -500,10 +511,7 @@ func crossEntropy32(p *pool, logits []float32, targets []int32, weights []float3
 				clear(row)
 				continue
 			}
-			f := float32(scale * wt / float64(sum))
-			for j := range row {
-				row[j] *= f
-			}
+			scale32(row, float32(scale*wt/float64(sum)))
 			row[tg] -= float32(scale * wt)
 		}
 	})

@@ -282,12 +282,12 @@ func (m *model[F]) forward(ps pass) {
 
 		// attention sub-block: mid = in + dropout(proj(attn(norm1(in))))
 		normForward(m.pool, a.layerNorm, ln1, la.ln1Mean, la.ln1Rstd, in, w.ln1W, w.ln1B, n, C, a.eps)
-		linearForward(m.mm, qkv, ln1, w.qkvW, w.qkvB, n, C, 3*C)
+		linearForward(m.mm, m.pool, qkv, ln1, w.qkvW, w.qkvB, n, C, 3*C)
 		if !a.learnedPos {
 			ropeApply(m.pool, qkv, pos, m.ropeCos, m.ropeSin, n, C, a.nh, false)
 		}
 		attentionForward(m.pool, m.workerMM, x.scratch, y, la.att[:b*a.nh*t*t], attDrop, qkv, seg, shape)
-		linearForward(m.mm, mid, y, w.projW, w.projB, n, C, C)
+		linearForward(m.mm, m.pool, mid, y, w.projW, w.projB, n, C, C)
 		residualAdd(m.pool, mid, in, projDrop)
 
 		// MLP sub-block: out = mid + dropout(mlp(norm2(mid)))
@@ -295,21 +295,21 @@ func (m *model[F]) forward(ps pass) {
 		normForward(m.pool, a.layerNorm, ln2, la.ln2Mean, la.ln2Rstd, mid, w.ln2W, w.ln2B, n, C, a.eps)
 		if a.swiglu {
 			up := la.up[:n*H]
-			linearForward(m.mm, h, ln2, w.gateW, nil, n, C, H)
-			linearForward(m.mm, up, ln2, w.upW, nil, n, C, H)
+			linearForward(m.mm, m.pool, h, ln2, w.gateW, nil, n, C, H)
+			linearForward(m.mm, m.pool, up, ln2, w.upW, nil, n, C, H)
 			swigluForward(m.pool, act, h, up)
-			linearForward(m.mm, out, act, w.downW, nil, n, H, C)
+			linearForward(m.mm, m.pool, out, act, w.downW, nil, n, H, C)
 		} else {
-			linearForward(m.mm, h, ln2, w.fc1W, w.fc1B, n, C, H)
+			linearForward(m.mm, m.pool, h, ln2, w.fc1W, w.fc1B, n, C, H)
 			geluForward(m.pool, act, h)
-			linearForward(m.mm, out, act, w.fc2W, w.fc2B, n, H, C)
+			linearForward(m.mm, m.pool, out, act, w.fc2W, w.fc2B, n, H, C)
 		}
 		residualAdd(m.pool, out, mid, mlpDrop)
 	}
 
 	lnf := x.lnf[:n*C]
 	normForward(m.pool, a.layerNorm, lnf, x.lnfMean, x.lnfRstd, x.res[a.L][:n*C], m.w.lnfW, m.w.lnfB, n, C, a.eps)
-	linearForward(m.mm, x.logits[:n*a.V], lnf, m.w.lmW, m.w.lmB, n, C, a.V)
+	linearForward(m.mm, m.pool, x.logits[:n*a.V], lnf, m.w.lmW, m.w.lmB, n, C, a.V)
 }
 
 // residualAdd: branch = skip + branch·mask (mask nil = no dropout), in place in branch.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/mypt/mypt/backends/cpu"
@@ -35,13 +36,27 @@ func main() {
 	warmup := flag.Int("warmup", 5, "untimed steps first")
 	only := flag.String("setting", "", "run only this setting")
 	threads := flag.Int("threads", 2, "cores to use")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of all settings to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			slog.Error("cpuprofile", "err", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			slog.Error("cpuprofile", "err", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	for _, s := range settings {
 		if *only != "" && *only != s.name {
 			continue
 		}
 		if err := run(s, *steps, *warmup, *threads); err != nil {
 			slog.Error("bench failed", "setting", s.name, "err", err)
+			pprof.StopCPUProfile()
 			os.Exit(1)
 		}
 	}
