@@ -1,8 +1,127 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
 
-// Placeholder until issue 6 delivers it.
+	"github.com/spf13/cobra"
+
+	"github.com/mypt/mypt/core/chatfmt"
+	"github.com/mypt/mypt/core/discovery"
+	"github.com/mypt/mypt/core/generate"
+	"github.com/mypt/mypt/sdk"
+)
+
 func newChatCmd() *cobra.Command {
-	return notYetCmd("chat", "Chat with a trained model in the terminal", "issue 6")
+	var (
+		modelDir, preset, backend, system string
+		maxNew                            int
+		seed                              uint64
+		p                                 generate.Params
+	)
+	cmd := &cobra.Command{
+		Use:   "chat --model DIR",
+		Short: "Chat with a trained model in the terminal",
+		Long: `An interactive multi-turn chat. Each message is sent with the conversation so
+far, serialized exactly as in training; when prompt plus max_new_tokens would
+not fit the model's context, the oldest exchanges are dropped (and said so).
+Type /clear to forget the conversation and /exit (or Ctrl-D) to leave.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if modelDir == "" {
+				return errors.New("--model is required")
+			}
+			if preset != "" {
+				pp, err := generate.Preset(preset)
+				if err != nil {
+					return err
+				}
+				pp.PenaltyWindow = p.PenaltyWindow
+				p = pp
+			}
+			if p.PenaltyWindow <= 0 {
+				p.PenaltyWindow = 256
+			}
+			path, err := discovery.FromEnvironment().Resolve(backend)
+			if err != nil {
+				return err
+			}
+			client, err := sdk.Start(cmd.Context(), path, sdk.StartOptions{Logger: slog.Default()})
+			if err != nil {
+				return err
+			}
+			defer client.Close()
+			m, err := generate.Load(cmd.Context(), modelDir, client)
+			if err != nil {
+				return err
+			}
+			if maxNew == 0 {
+				maxNew = min(256, m.Config.BlockSize/2)
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "%s (context %d tokens, up to %d new). /clear forgets the conversation, /exit leaves.\n",
+				m.Dir, m.Config.BlockSize, maxNew)
+			chat := &generate.Chat{Options: chatfmt.Options{SystemPrompt: system}}
+			sampler := generate.NewSampler(p, seed)
+			in := bufio.NewScanner(cmd.InOrStdin())
+			in.Buffer(make([]byte, 64<<10), 1<<20)
+			for {
+				fmt.Fprint(out, "\nyou> ")
+				if !in.Scan() {
+					fmt.Fprintln(out)
+					return in.Err()
+				}
+				line := strings.TrimSpace(in.Text())
+				switch line {
+				case "":
+					continue
+				case "/exit", "/quit":
+					return nil
+				case "/clear":
+					chat.Clear()
+					fmt.Fprintln(out, "(conversation cleared)")
+					continue
+				}
+				fmt.Fprint(out, "model> ")
+				res, err := chat.Reply(cmd.Context(), client, m, generate.ChatRequest{
+					User: line, MaxNewTokens: maxNew, Sampler: sampler,
+					Emit: func(text string) error { _, err := io.WriteString(out, text); return err },
+				})
+				fmt.Fprintln(out)
+				if err != nil {
+					if cmd.Context().Err() != nil {
+						return err
+					}
+					if errors.Is(err, generate.ErrPromptTooLong) {
+						fmt.Fprintf(out, "(error: %v)\n", err)
+						continue
+					}
+					return err
+				}
+				if res.Dropped > 0 {
+					fmt.Fprintf(out, "(dropped the %d oldest turns to fit the context)\n", res.Dropped)
+				}
+				if !res.Stopped {
+					fmt.Fprintf(out, "(reply cut at max_new_tokens %d)\n", maxNew)
+				}
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&modelDir, "model", "", "checkpoint or run directory")
+	f.StringVar(&system, "system", "", "system prompt (default: MyPT's \"You are MyPT.\")")
+	f.IntVar(&maxNew, "max_new_tokens", 0, "tokens per reply at most (0: min(256, block_size/2))")
+	f.Float64Var(&p.Temperature, "temperature", 0.7, "softmax temperature; 0 = greedy")
+	f.IntVar(&p.TopK, "top_k", 50, "keep the k most likely tokens (0: off)")
+	f.Float64Var(&p.TopP, "top_p", 0.9, "nucleus sampling threshold (1: off)")
+	f.Float64Var(&p.RepetitionPenalty, "repetition_penalty", 1.1, "penalty for recent tokens (1: off)")
+	f.IntVar(&p.PenaltyWindow, "penalty_window", 256, "recent tokens the repetition penalty looks at")
+	f.StringVar(&preset, "preset", "", "chat, creative, factual, code or deterministic (overrides the four sampling flags)")
+	f.Uint64Var(&seed, "seed", 1337, "sampling seed")
+	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME or a path")
+	return cmd
 }
