@@ -5,6 +5,7 @@ package tbevents
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"math"
@@ -27,10 +28,19 @@ func Create(dir string) (*Writer, error) {
 	if host == "" {
 		host = "localhost"
 	}
-	name := fmt.Sprintf("events.out.tfevents.%d.%s", time.Now().Unix(), host)
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("create event file: %w", err)
+	// TensorBoard reads every file with "tfevents" in its name; the pid and
+	// a counter keep two runs started in the same second apart.
+	var f *os.File
+	for n := 0; ; n++ {
+		name := fmt.Sprintf("events.out.tfevents.%d.%s.%d.%d", time.Now().Unix(), host, os.Getpid(), n)
+		var err error
+		f, err = os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrExist) || n >= 100 {
+			return nil, fmt.Errorf("create event file: %w", err)
+		}
 	}
 	w := &Writer{f: f}
 	// Every event file starts with a file_version event.

@@ -26,14 +26,19 @@ func (r *Run) evaluate(ctx context.Context, st *state, m *metricsFile, log *slog
 	if err != nil {
 		return "", fmt.Errorf("val sampler: %w", err)
 	}
-	// Never walk the val set more than once per eval.
-	batches := min(cfg.EvalIters, (val.NumEpisodes()+cfg.BatchSize-1)/cfg.BatchSize)
+	// Never walk the val set more than once per eval: the rows of the last
+	// batch that wrap around to the start get zero weight.
+	n := val.NumEpisodes()
+	batches := min(cfg.EvalIters, (n+cfg.BatchSize-1)/cfg.BatchSize)
 	var lossSum, wsum float64
 	var correct, counted uint64
-	for range batches {
+	for i := range batches {
 		b, err := val.Next(cfg.BatchSize, cfg.BlockSize)
 		if err != nil {
 			return "", fmt.Errorf("val batch: %w", err)
+		}
+		if fresh := n - i*cfg.BatchSize; fresh < cfg.BatchSize {
+			clear(b.Weights[fresh*b.T:])
 		}
 		resp, err := r.Backend.Evaluate(ctx, &pb.EvaluateRequest{Batch: toProto(b)})
 		if err != nil {
