@@ -43,7 +43,7 @@ func ChatPrompt(tok *tokenizer.Tokenizer, turns []chatfmt.Turn, opt chatfmt.Opti
 			return nil, 0, fmt.Errorf("encode prompt: %w", err)
 		}
 		if len(ids)+maxNew <= blockSize {
-			return toInt32(ids), start, nil
+			return Int32IDs(ids), start, nil
 		}
 		next := nextExchange(turns, start)
 		if next >= len(turns) {
@@ -182,7 +182,8 @@ func (s *TextStream) send() error {
 	return s.emit(chunk)
 }
 
-func toInt32(ids []uint32) []int32 {
+// Int32IDs converts token ids to the protocol's int32.
+func Int32IDs(ids []uint32) []int32 {
 	out := make([]int32, len(ids))
 	for i, id := range ids {
 		out[i] = int32(id)

@@ -72,7 +72,7 @@ func TestChatPromptMatchesPrepare(t *testing.T) {
 			if n := ds.Train.NumEpisodes(); n != 1 {
 				t.Fatalf("prepared %d train episodes, want 1", n)
 			}
-			episode := toInt32(ds.Train.Episode(0).Tokens)
+			episode := Int32IDs(ds.Train.Episode(0).Tokens)
 
 			tok := gpt2(t)
 			for _, upto := range []int{1, 3} { // ask for the first and the second reply
@@ -89,7 +89,7 @@ func TestChatPromptMatchesPrepare(t *testing.T) {
 				// The prepared episode continues with the reply's tokens and its close tag.
 				reply, _ := tok.Encode(turns[upto].Content)
 				rest := episode[len(ids):]
-				if !slices.Equal(rest[:len(reply)], toInt32(reply)) || rest[len(reply)] != int32(tokenizer.AssistantClose) {
+				if !slices.Equal(rest[:len(reply)], Int32IDs(reply)) || rest[len(reply)] != int32(tokenizer.AssistantClose) {
 					t.Errorf("episode after the prompt = %v, want reply %v then </myPT_assistant>", rest, reply)
 				}
 			}

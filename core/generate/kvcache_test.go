@@ -86,13 +86,13 @@ func TestKVCacheGreedyEqualsFullForward(t *testing.T) {
 			}
 			maxNew := cfg.BlockSize - len(prompt)
 			cached, err := Generate(ctx, b, Request{
-				Prompt: toInt32(prompt), MaxNewTokens: maxNew, BlockSize: cfg.BlockSize,
+				Prompt: Int32IDs(prompt), MaxNewTokens: maxNew, BlockSize: cfg.BlockSize,
 				Sampler: NewSampler(Params{Temperature: 0}, 1), // no stop ids: run the whole context
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			full, err := GreedyFullForward(ctx, b, toInt32(prompt), maxNew, cfg.BlockSize, cfg.VocabSize, nil)
+			full, err := GreedyFullForward(ctx, b, Int32IDs(prompt), maxNew, cfg.BlockSize, cfg.VocabSize, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -108,7 +108,7 @@ func TestKVCacheGreedyEqualsFullForward(t *testing.T) {
 
 			// With stop ids, generation ends right after the first one.
 			stop := map[int32]bool{cached[5]: true}
-			got, err := Generate(ctx, b, Request{Prompt: toInt32(prompt), MaxNewTokens: maxNew, BlockSize: cfg.BlockSize,
+			got, err := Generate(ctx, b, Request{Prompt: Int32IDs(prompt), MaxNewTokens: maxNew, BlockSize: cfg.BlockSize,
 				Stop: stop, Sampler: NewSampler(Params{Temperature: 0}, 1)})
 			if err != nil {
 				t.Fatal(err)

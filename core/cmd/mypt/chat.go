@@ -11,9 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mypt/mypt/core/chatfmt"
-	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/core/generate"
-	"github.com/mypt/mypt/sdk"
 )
 
 func newChatCmd() *cobra.Command {
@@ -35,30 +33,15 @@ Type /clear to forget the conversation and /exit (or Ctrl-D) to leave.`,
 			if modelDir == "" {
 				return errors.New("--model is required")
 			}
-			if preset != "" {
-				pp, err := generate.Preset(preset)
-				if err != nil {
-					return err
-				}
-				pp.PenaltyWindow = p.PenaltyWindow
-				p = pp
-			}
-			if p.PenaltyWindow <= 0 {
-				p.PenaltyWindow = 256
-			}
-			path, err := discovery.FromEnvironment().Resolve(backend)
+			p, err := samplingParams(preset, p)
 			if err != nil {
 				return err
 			}
-			client, err := sdk.Start(cmd.Context(), path, sdk.StartOptions{Logger: slog.Default()})
+			m, err := loadModel(cmd.Context(), modelDir, backend, slog.Default())
 			if err != nil {
 				return err
 			}
-			defer client.Close()
-			m, err := generate.Load(cmd.Context(), modelDir, client)
-			if err != nil {
-				return err
-			}
+			defer m.Close()
 			if maxNew == 0 {
 				maxNew = min(256, m.Config.BlockSize/2)
 			}
@@ -87,7 +70,7 @@ Type /clear to forget the conversation and /exit (or Ctrl-D) to leave.`,
 					continue
 				}
 				fmt.Fprint(out, "model> ")
-				res, err := chat.Reply(cmd.Context(), client, m, generate.ChatRequest{
+				res, err := chat.Reply(cmd.Context(), m.Backend, m.Model, generate.ChatRequest{
 					User: line, MaxNewTokens: maxNew, Sampler: sampler,
 					Emit: func(text string) error { _, err := io.WriteString(out, text); return err },
 				})

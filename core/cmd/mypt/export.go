@@ -4,14 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mypt/mypt/core/export"
-	"github.com/mypt/mypt/core/generate"
-	"github.com/mypt/mypt/core/myptckpt"
 )
 
 func newExportCmd() *cobra.Command {
@@ -40,23 +36,11 @@ bias is dropped (probabilities are unchanged); any other is refused unless
 				return fmt.Errorf("unknown --format %q (supported: hf)", format)
 			}
 			log := slog.Default()
-			var dir string
-			if myptckpt.IsMyPTCheckpoint(modelDir) {
-				tmp, err := os.MkdirTemp("", "mypt-import-")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(tmp)
-				dir = filepath.Join(tmp, "ckpt")
-				if _, err := myptckpt.Convert(modelDir, dir, myptckpt.WithLogger(log)); err != nil {
-					return err
-				}
-			} else {
-				var err error
-				if dir, err = generate.ResolveCheckpoint(modelDir); err != nil {
-					return err
-				}
+			dir, cleanup, err := checkpointDir(modelDir, log)
+			if err != nil {
+				return err
 			}
+			defer cleanup()
 			res, err := export.HF(dir, output, export.Options{DType: dtype, DropLMHeadBias: dropBias, Force: force, Logger: log})
 			if err != nil {
 				return err

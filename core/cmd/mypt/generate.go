@@ -5,16 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mypt/mypt/core/chatfmt"
-	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/core/generate"
-	"github.com/mypt/mypt/core/tokenizer"
-	"github.com/mypt/mypt/sdk"
 )
 
 func newGenerateCmd() *cobra.Command {
@@ -46,46 +41,36 @@ serialization. Generation stops at </myPT_assistant> or <myPT_eot>.`,
 			} else if prompt == "" {
 				return errors.New("give --prompt TEXT, or --chat --user TEXT")
 			}
-			if preset != "" {
-				pp, err := generate.Preset(preset)
-				if err != nil {
-					return err
-				}
-				p = pp
-			}
-			if p.PenaltyWindow == 0 {
-				p.PenaltyWindow = 256
-			}
-			path, err := discovery.FromEnvironment().Resolve(backend)
+			p, err := samplingParams(preset, p)
 			if err != nil {
 				return err
 			}
-			client, err := sdk.Start(cmd.Context(), path, sdk.StartOptions{Logger: slog.Default()})
+			m, err := loadModel(cmd.Context(), modelDir, backend, slog.Default())
 			if err != nil {
 				return err
 			}
-			defer client.Close()
-			m, err := generate.Load(cmd.Context(), modelDir, client)
-			if err != nil {
-				return err
-			}
-			slog.Debug("loaded", "checkpoint", m.Dir)
+			defer m.Close()
 			ids, err := m.Tokenizer.Encode(prompt)
 			if err != nil {
 				return fmt.Errorf("encode prompt: %w", err)
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprint(out, prompt)
-			stream := &textStream{tok: m.Tokenizer, w: out}
-			_, err = generate.Generate(cmd.Context(), client, generate.Request{
-				Prompt:       toInt32(ids),
+			stream := generate.NewTextStream(m.Tokenizer, func(text string) error {
+				_, err := io.WriteString(out, text)
+				return err
+			})
+			_, err = generate.Generate(cmd.Context(), m.Backend, generate.Request{
+				Prompt:       generate.Int32IDs(ids),
 				MaxNewTokens: maxNew,
 				BlockSize:    m.Config.BlockSize,
-				Stop:         map[int32]bool{int32(tokenizer.AssistantClose): true, int32(tokenizer.EOT): true},
+				Stop:         generate.StopIDs(),
 				Sampler:      generate.NewSampler(p, seed),
-				Emit:         stream.add,
+				Emit:         stream.Add,
 			})
-			stream.flush()
+			if ferr := stream.Flush(); err == nil {
+				err = ferr
+			}
 			fmt.Fprintln(out)
 			return err
 		},
@@ -106,41 +91,4 @@ serialization. Generation stops at </myPT_assistant> or <myPT_eot>.`,
 	f.Uint64Var(&seed, "seed", 1337, "sampling seed")
 	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME or a path")
 	return cmd
-}
-
-// textStream prints generated tokens as they arrive, holding back an
-// incomplete UTF-8 sequence until the token that completes it.
-type textStream struct {
-	tok     *tokenizer.Tokenizer
-	w       io.Writer
-	ids     []uint32
-	printed int
-}
-
-func (s *textStream) add(id int32) error {
-	s.ids = append(s.ids, uint32(id))
-	text, err := s.tok.Decode(s.ids)
-	if err != nil {
-		return err
-	}
-	if strings.HasSuffix(text, string(utf8.RuneError)) {
-		return nil
-	}
-	_, err = io.WriteString(s.w, text[s.printed:])
-	s.printed = len(text)
-	return err
-}
-
-func (s *textStream) flush() {
-	if text, err := s.tok.Decode(s.ids); err == nil && len(text) > s.printed {
-		io.WriteString(s.w, text[s.printed:])
-	}
-}
-
-func toInt32(ids []uint32) []int32 {
-	out := make([]int32, len(ids))
-	for i, id := range ids {
-		out[i] = int32(id)
-	}
-	return out
 }

@@ -59,6 +59,14 @@ again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
 			if err != nil {
 				return err
 			}
+			if initFrom != "" {
+				dir, cleanup, err := checkpointDir(initFrom, slog.Default())
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				initFrom = dir
+			}
 			path, err := discovery.FromEnvironment().Resolve(backend)
 			if err != nil {
 				return err
@@ -92,7 +100,7 @@ again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
 	f.StringVar(&configFile, "config", "", "JSON config file (MyPT's format)")
 	f.StringVar(&datasetDir, "dataset", "", "prepared dataset directory (mypt prepare or MyPT)")
 	f.StringVar(&outDir, "output", "", "run directory for checkpoints and metrics")
-	f.StringVar(&initFrom, "model", "", "initialise parameters from this checkpoint directory (a base model)")
+	f.StringVar(&initFrom, "model", "", "initialise parameters from a base model: a checkpoint or run directory, or a MyPT checkpoint (model.pt)")
 	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME (mypt-backend-NAME) or a path")
 	f.IntVar(&stopAfter, "stop-after", 0, "save and stop after this many steps in this invocation (0: run to max_iters)")
 	f.BoolVar(&noProgress, "no-progress", false, "do not draw the progress bar")

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/mypt/mypt/core/discovery"
+	"github.com/mypt/mypt/core/generate"
+	"github.com/mypt/mypt/core/myptckpt"
+	"github.com/mypt/mypt/sdk"
+)
+
+// checkpointDir turns a --model argument into one of our checkpoint
+// directories: a checkpoint or run directory as it is, or a MyPT checkpoint
+// (model.pt + config.json) converted into a temporary directory that cleanup
+// removes.
+func checkpointDir(modelDir string, log *slog.Logger) (dir string, cleanup func(), err error) {
+	if !myptckpt.IsMyPTCheckpoint(modelDir) {
+		dir, err := generate.ResolveCheckpoint(modelDir)
+		return dir, func() {}, err
+	}
+	tmp, err := os.MkdirTemp("", "mypt-import-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() { os.RemoveAll(tmp) }
+	dir = filepath.Join(tmp, "ckpt")
+	if _, err := myptckpt.Convert(modelDir, dir, myptckpt.WithLogger(log)); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("import MyPT checkpoint %s: %w", modelDir, err)
+	}
+	log.Info("imported MyPT checkpoint", "from", modelDir)
+	return dir, cleanup, nil
+}
+
+// loadedModel is a checkpoint loaded into a running backend plugin.
+type loadedModel struct {
+	*generate.Model
+	Backend *sdk.Client
+	close   func()
+}
+
+// Close stops the plugin and removes any temporary import.
+func (m *loadedModel) Close() { m.close() }
+
+// loadModel resolves modelDir (see checkpointDir), starts the backend plugin
+// and loads the checkpoint into it.
+func loadModel(ctx context.Context, modelDir, backend string, log *slog.Logger) (*loadedModel, error) {
+	dir, cleanup, err := checkpointDir(modelDir, log)
+	if err != nil {
+		return nil, err
+	}
+	path, err := discovery.FromEnvironment().Resolve(backend)
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	client, err := sdk.Start(ctx, path, sdk.StartOptions{Logger: log})
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	m, err := generate.Load(ctx, dir, client)
+	if err != nil {
+		client.Close()
+		cleanup()
+		return nil, err
+	}
+	log.Debug("loaded", "checkpoint", m.Dir, "backend", path)
+	return &loadedModel{Model: m, Backend: client, close: func() { client.Close(); cleanup() }}, nil
+}
+
+// samplingParams applies a named preset over p (keeping p's penalty
+// window) and defaults the window to MyPT's 256.
+func samplingParams(preset string, p generate.Params) (generate.Params, error) {
+	if preset != "" {
+		pp, err := generate.Preset(preset)
+		if err != nil {
+			return p, err
+		}
+		pp.PenaltyWindow = p.PenaltyWindow
+		p = pp
+	}
+	if p.PenaltyWindow <= 0 {
+		p.PenaltyWindow = 256
+	}
+	return p, nil
+}
