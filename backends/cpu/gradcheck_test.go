@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/mypt/mypt/backends/cpu/gemm"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -63,7 +64,7 @@ func TestLayerGradients(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	p := newPool(2)
 	defer p.close()
-	mm := gemmFunc[float64](naiveGemm[float64])
+	mm := gemmFunc[float64](gemm.ReferenceOf[float64])
 	n, c, oc := 6, 8, 5
 
 	t.Run("linear", func(t *testing.T) {
@@ -199,7 +200,7 @@ func TestModelGradients(t *testing.T) {
 			}
 			p := newPool(2)
 			defer p.close()
-			mm := gemmFunc[float64](naiveGemm[float64])
+			mm := gemmFunc[float64](gemm.ReferenceOf[float64])
 			m := newModel(a, lay, p, mm, []gemmFunc[float64]{mm, mm})
 			r := rand.New(rand.NewPCG(3, 4))
 			copy(m.params, randVec(r, len(m.params), 0.3))

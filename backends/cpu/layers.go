@@ -10,35 +10,6 @@ type Float interface{ ~float32 | ~float64 }
 type gemmFunc[F Float] func(transA, transB bool, m, n, k int, alpha F, a []F, lda int,
 	b []F, ldb int, beta F, c []F, ldc int)
 
-// naiveGemm is the obviously-correct triple loop, used for float64 (tests) only.
-func naiveGemm[F Float](transA, transB bool, m, n, k int, alpha F, a []F, lda int,
-	b []F, ldb int, beta F, c []F, ldc int) {
-	for i := 0; i < m; i++ {
-		for j := 0; j < n; j++ {
-			var s F
-			for p := 0; p < k; p++ {
-				var av, bv F
-				if transA {
-					av = a[p*lda+i]
-				} else {
-					av = a[i*lda+p]
-				}
-				if transB {
-					bv = b[j*ldb+p]
-				} else {
-					bv = b[p*ldb+j]
-				}
-				s += av * bv
-			}
-			if beta == 0 {
-				c[i*ldc+j] = alpha * s
-			} else {
-				c[i*ldc+j] = alpha*s + beta*c[i*ldc+j]
-			}
-		}
-	}
-}
-
 // ---------------------------------------------------------------------------------------
 // Linear: out[N,OC] = in[N,IC] · W[OC,IC]ᵀ + b
 

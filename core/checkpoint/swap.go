@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/mypt/mypt/core/atomicfile"
 )
 
 // Names of the sibling directories a write uses: ".<base>.tmp-*" holds a
@@ -32,7 +34,7 @@ func (w *Writer) swapIntoPlace() error {
 			return fmt.Errorf("move into place: %w", err)
 		}
 		w.tmp = ""
-		return syncDir(parent)
+		return atomicfile.SyncDir(parent)
 	case err != nil:
 		return err
 	}
@@ -42,7 +44,7 @@ func (w *Writer) swapIntoPlace() error {
 			// w.tmp now holds the previous checkpoint. The new one is in
 			// place, so a fault here can only be a simulated crash.
 			_ = w.fault("exchanged")
-			if err := syncDir(parent); err != nil {
+			if err := atomicfile.SyncDir(parent); err != nil {
 				return err
 			}
 			w.removeOld(w.tmp)
@@ -71,7 +73,7 @@ func (w *Writer) swapIntoPlace() error {
 		return fmt.Errorf("move into place: %w", err)
 	}
 	w.tmp = ""
-	if err := syncDir(parent); err != nil {
+	if err := atomicfile.SyncDir(parent); err != nil {
 		return err
 	}
 	w.removeOld(old)

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/mypt/mypt/core/atomicfile"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
@@ -301,7 +302,7 @@ func (w *Writer) commit(meta Meta) error {
 		}
 	})
 	for _, name := range names {
-		if err := writeFileSync(filepath.Join(w.tmp, name), files[name]); err != nil {
+		if err := atomicfile.WriteNew(filepath.Join(w.tmp, name), files[name]); err != nil {
 			return err
 		}
 		man.Files[name] = sumBytes(files[name])
@@ -313,10 +314,10 @@ func (w *Writer) commit(meta Meta) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", ManifestFile, err)
 	}
-	if err := writeFileSync(filepath.Join(w.tmp, ManifestFile), append(mb, '\n')); err != nil {
+	if err := atomicfile.WriteNew(filepath.Join(w.tmp, ManifestFile), append(mb, '\n')); err != nil {
 		return err
 	}
-	if err := syncDir(w.tmp); err != nil {
+	if err := atomicfile.SyncDir(w.tmp); err != nil {
 		return err
 	}
 	if err := w.fault("before-swap"); err != nil {
@@ -450,32 +451,4 @@ func (w *Writer) fault(stage string) error {
 		return nil
 	}
 	return w.faultHook(stage)
-}
-
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", filepath.Base(path), err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", filepath.Base(path), err)
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }

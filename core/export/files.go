@@ -2,13 +2,12 @@ package export
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 
+	"github.com/mypt/mypt/core/atomicfile"
 	"github.com/mypt/mypt/core/tokenizer"
 )
 
@@ -79,61 +78,11 @@ func sortedKeys(m map[string]any) []string {
 	return out
 }
 
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // commitDir moves the finished tmp directory to out. An existing out is
-// refused unless force, in which case it is set aside, replaced and removed.
+// refused unless force.
 func commitDir(tmp, out string, force bool) error {
-	if err := syncDir(tmp); err != nil {
-		return err
+	if _, err := os.Lstat(out); err == nil && !force {
+		return fmt.Errorf("output %s already exists (use --force to replace it)", out)
 	}
-	parent := filepath.Dir(filepath.Clean(out))
-	var old string
-	if _, err := os.Lstat(out); err == nil {
-		if !force {
-			return fmt.Errorf("output %s already exists (use --force to replace it)", out)
-		}
-		old = tmp + ".old"
-		if err := os.Rename(out, old); err != nil {
-			return fmt.Errorf("set aside %s: %w", out, err)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		if old != "" {
-			_ = os.Rename(old, out)
-		}
-		return fmt.Errorf("move export into %s: %w", out, err)
-	}
-	if err := syncDir(parent); err != nil {
-		return err
-	}
-	if old != "" {
-		return os.RemoveAll(old)
-	}
-	return nil
+	return atomicfile.ReplaceDir(tmp, out)
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/mypt/mypt/core/atomicfile"
 	"github.com/mypt/mypt/core/checkpoint"
 	"github.com/mypt/mypt/core/config"
 	"github.com/mypt/mypt/core/model"
@@ -163,7 +164,7 @@ func HF(ckptDir, outDir string, opt Options) (*Result, error) {
 		} else if b, err = json.MarshalIndent(files[name], "", "  "); err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		if err := writeFileSync(filepath.Join(tmp, name), append(b, '\n')); err != nil {
+		if err := atomicfile.WriteNew(filepath.Join(tmp, name), append(b, '\n')); err != nil {
 			return nil, err
 		}
 		res.Files = append(res.Files, name)

@@ -1,7 +1,6 @@
 package prepare
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mypt/mypt/core/atomicfile"
 	"github.com/mypt/mypt/core/dataset"
 	"github.com/mypt/mypt/core/tokenizer"
 )
@@ -431,23 +431,8 @@ func stageDir(out string) (stage string, commit func() error, cleanup func(), er
 		if err := checkReplaceable(out); err != nil {
 			return err
 		}
-		var old string
-		if _, err := os.Stat(out); err == nil {
-			suffix := make([]byte, 4)
-			rand.Read(suffix)
-			old = out + ".old-" + hex.EncodeToString(suffix)
-			if err := os.Rename(out, old); err != nil {
-				return fmt.Errorf("prepare: move old output aside: %w", err)
-			}
-		}
-		if err := os.Rename(stage, out); err != nil {
-			if old != "" {
-				os.Rename(old, out)
-			}
-			return fmt.Errorf("prepare: move output in place: %w", err)
-		}
-		if old != "" {
-			os.RemoveAll(old)
+		if err := atomicfile.ReplaceDir(stage, out); err != nil {
+			return fmt.Errorf("prepare: %w", err)
 		}
 		return nil
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mypt/mypt/core/atomicfile"
 )
 
 // authCookie holds a login session token.
@@ -98,23 +100,7 @@ func writeAuthFile(path string, f authFile) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("create auth file directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".auth-*")
-	if err != nil {
-		return fmt.Errorf("write auth file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write auth file: %w", err)
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write auth file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write auth file: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write auth file: %w", err)
 	}
 	return nil

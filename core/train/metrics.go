@@ -15,6 +15,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/mypt/mypt/core/atomicfile"
 	"github.com/mypt/mypt/core/tbevents"
 )
 
@@ -138,9 +139,5 @@ func truncateMetrics(path string, step, evaluatedStep int) error {
 		}
 		kept = append(kept, line...)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, kept, 0o644); err != nil {
-		return fmt.Errorf("rewrite metrics: %w", err)
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(path, kept, 0o644)
 }

@@ -321,11 +321,18 @@ func roundUp(a, b int) int { return ceilDiv(a, b) * b }
 // It accumulates each dot product in float32 in k order.
 func Reference(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, c []float32, ldc int) {
+	ReferenceOf(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// ReferenceOf is Reference for either float type (float64 serves
+// finite-difference tests); it accumulates in F, in k order.
+func ReferenceOf[F ~float32 | ~float64](transA, transB bool, m, n, k int, alpha F, a []F, lda int,
+	b []F, ldb int, beta F, c []F, ldc int) {
 	for i := 0; i < m; i++ {
 		for j := 0; j < n; j++ {
-			var sum float32
+			var sum F
 			for p := 0; p < k; p++ {
-				var av, bv float32
+				var av, bv F
 				if transA {
 					av = a[p*lda+i]
 				} else {

@@ -98,13 +98,7 @@ Type /clear to forget the conversation and /exit (or Ctrl-D) to leave.`,
 	f.StringVar(&modelDir, "model", "", "checkpoint or run directory")
 	f.StringVar(&system, "system", "", "system prompt (default: MyPT's \"You are MyPT.\")")
 	f.IntVar(&maxNew, "max_new_tokens", 0, "tokens per reply at most (0: min(256, block_size/2))")
-	f.Float64Var(&p.Temperature, "temperature", 0.7, "softmax temperature; 0 = greedy")
-	f.IntVar(&p.TopK, "top_k", 50, "keep the k most likely tokens (0: off)")
-	f.Float64Var(&p.TopP, "top_p", 0.9, "nucleus sampling threshold (1: off)")
-	f.Float64Var(&p.RepetitionPenalty, "repetition_penalty", 1.1, "penalty for recent tokens (1: off)")
-	f.IntVar(&p.PenaltyWindow, "penalty_window", 256, "recent tokens the repetition penalty looks at")
-	f.StringVar(&preset, "preset", "", "chat, creative, factual, code or deterministic (overrides the four sampling flags)")
-	f.Uint64Var(&seed, "seed", 1337, "sampling seed")
+	addSamplingFlags(f, &p, &preset, &seed, generate.Params{Temperature: 0.7, TopK: 50, TopP: 0.9, RepetitionPenalty: 1.1})
 	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME or a path")
 	return cmd
 }

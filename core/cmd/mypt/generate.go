@@ -82,13 +82,7 @@ serialization. Generation stops at </myPT_assistant> or <myPT_eot>.`,
 	f.StringVar(&system, "system", "", "system prompt for --chat (default: MyPT's \"You are MyPT.\")")
 	f.StringVar(&user, "user", "", "user message for --chat")
 	f.IntVar(&maxNew, "max_new_tokens", 100, "tokens to generate at most")
-	f.Float64Var(&p.Temperature, "temperature", 0.8, "softmax temperature; 0 = greedy")
-	f.IntVar(&p.TopK, "top_k", 50, "keep the k most likely tokens (0: off)")
-	f.Float64Var(&p.TopP, "top_p", 0.95, "nucleus sampling threshold (1: off)")
-	f.Float64Var(&p.RepetitionPenalty, "repetition_penalty", 1.1, "penalty for recent tokens (1: off)")
-	f.IntVar(&p.PenaltyWindow, "penalty_window", 256, "recent tokens the repetition penalty looks at")
-	f.StringVar(&preset, "preset", "", "chat, creative, factual, code or deterministic (overrides the four sampling flags)")
-	f.Uint64Var(&seed, "seed", 1337, "sampling seed")
+	addSamplingFlags(f, &p, &preset, &seed, generate.Params{Temperature: 0.8, TopK: 50, TopP: 0.95, RepetitionPenalty: 1.1})
 	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME or a path")
 	return cmd
 }

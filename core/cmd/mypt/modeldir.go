@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/spf13/pflag"
+
 	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/core/generate"
 	"github.com/mypt/mypt/core/myptckpt"
@@ -88,4 +90,16 @@ func samplingParams(preset string, p generate.Params) (generate.Params, error) {
 		p.PenaltyWindow = 256
 	}
 	return p, nil
+}
+
+// addSamplingFlags adds MyPT generate.py's sampling flags with the given
+// defaults.
+func addSamplingFlags(f *pflag.FlagSet, p *generate.Params, preset *string, seed *uint64, def generate.Params) {
+	f.Float64Var(&p.Temperature, "temperature", def.Temperature, "softmax temperature; 0 = greedy")
+	f.IntVar(&p.TopK, "top_k", def.TopK, "keep the k most likely tokens (0: off)")
+	f.Float64Var(&p.TopP, "top_p", def.TopP, "nucleus sampling threshold (1: off)")
+	f.Float64Var(&p.RepetitionPenalty, "repetition_penalty", def.RepetitionPenalty, "penalty for recent tokens (1: off)")
+	f.IntVar(&p.PenaltyWindow, "penalty_window", 256, "recent tokens the repetition penalty looks at")
+	f.StringVar(preset, "preset", "", "chat, creative, factual, code or deterministic (overrides the four sampling flags)")
+	f.Uint64Var(seed, "seed", 1337, "sampling seed")
 }
