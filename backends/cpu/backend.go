@@ -78,7 +78,11 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 			ComputeDtypes: []pb.DType{pb.DType_DTYPE_F32},
 			Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
 				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
-				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE},
+				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE,
+				// Work is split by sizes and the fixed thread count only, and every
+				// reduction runs in a fixed order, so results are bit-identical
+				// run to run (for the same thread count).
+				pb.Feature_FEATURE_DETERMINISTIC},
 			MaxStateChunkBytes: sdk.MaxChunkBytes,
 		},
 		Engine: "pure-go gemm " + kernel,
@@ -110,14 +114,11 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	}
 	if pr := req.GetPrecision(); pr != nil {
 		if pr.ParamDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ParamDtype != pb.DType_DTYPE_F32 {
-			return nil, sdk.InvalidArgument("precision.param_dtype", "only F32 is supported, got %v", pr.ParamDtype)
+			return nil, sdk.Unimplemented("precision.param_dtype " + pr.ParamDtype.String() + " (only F32 master weights)")
 		}
 		if pr.ComputeDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ComputeDtype != pb.DType_DTYPE_F32 {
-			return nil, sdk.InvalidArgument("precision.compute_dtype", "only F32 is supported, got %v", pr.ComputeDtype)
+			return nil, sdk.Unimplemented("precision.compute_dtype " + pr.ComputeDtype.String() + " (only F32 compute)")
 		}
-	}
-	if req.Deterministic {
-		return nil, sdk.Unimplemented("deterministic mode (FEATURE_DETERMINISTIC)")
 	}
 
 	b.mu.Lock()

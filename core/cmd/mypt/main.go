@@ -16,6 +16,6 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mypt:", err)
-		os.Exit(exitCode(err))
+		os.Exit(1)
 	}
 }

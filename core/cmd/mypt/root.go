@@ -1,16 +1,12 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
 )
-
-// errNotYet marks a command whose implementation is tracked by a later issue.
-var errNotYet = errors.New("not yet implemented")
 
 func newRootCmd() *cobra.Command {
 	var logLevel string
@@ -45,13 +41,4 @@ func newRootCmd() *cobra.Command {
 		newExportCmd(),
 	)
 	return root
-}
-
-// exitCode maps an error to the process exit status: 2 for work a later
-// issue builds, 1 for everything else.
-func exitCode(err error) int {
-	if errors.Is(err, errNotYet) {
-		return 2
-	}
-	return 1
 }

@@ -1,0 +1,177 @@
+package conformance
+
+import (
+	"log/slog"
+	"math"
+	"time"
+
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+)
+
+// Options tune a conformance run. The zero value runs every check the backend's
+// capabilities allow, with the default tolerances.
+type Options struct {
+	// ReferencePlugin is the CPU reference backend the portability checks
+	// train against (a path, or a NAME resolved like --backend). Empty means
+	// "cpu" found through plugin discovery (next to the running executable,
+	// then MYPT_PLUGIN_PATH); when none is found those checks are skipped.
+	ReferencePlugin string
+	// DTypes are the compute dtypes the numerical checks run in. Empty means
+	// every one of F32, BF16 and F16 that the backend declares in
+	// Capabilities.compute_dtypes (F32 first).
+	DTypes []pb.DType
+	// Tolerances replaces the default tolerances of a dtype.
+	Tolerances map[pb.DType]Tolerances
+	// Filter, when non-nil, keeps only the checks whose full name
+	// ("numerics/f32/llama_tied/gradients") it returns true for.
+	Filter func(name string) bool
+	// Logger receives the plugins' log lines; nil discards them.
+	Logger *slog.Logger
+	// StartTimeout bounds each plugin start; 0 means 30 s.
+	StartTimeout time.Duration
+	// CallTimeout bounds each call into the backend; 0 means 2 minutes.
+	CallTimeout time.Duration
+	// Env is added to the environment of the plugin under test (not of the
+	// reference plugin).
+	Env []string
+	// Progress, when set, is called by Certify after each check with the
+	// number of checks done and planned.
+	Progress func(done, total int, r Result)
+}
+
+// Tolerance bounds an element-wise comparison: an element passes when
+// |got − want| ≤ Atol + AtolOfMax·max|want| + Rtol·|want|.
+type Tolerance struct {
+	Atol      float64 `json:"atol"`
+	AtolOfMax float64 `json:"atol_of_max,omitempty"`
+	Rtol      float64 `json:"rtol"`
+}
+
+// Tolerances are the bounds the numerical checks apply for one compute dtype.
+type Tolerances struct {
+	// Logits from Evaluate, Prefill and Decode.
+	Logits Tolerance `json:"logits"`
+	// Grads are the accumulated gradients of one ForwardBackward.
+	Grads Tolerance `json:"grads"`
+	// Loss is the relative error of loss sums and of a first gradient norm.
+	Loss float64 `json:"loss"`
+	// StepLoss is the relative error of per-step losses and gradient norms
+	// over the three AdamW steps.
+	StepLoss float64 `json:"step_loss"`
+	// ParamPerLRStep·lr·steps is the absolute error allowed on a parameter
+	// after AdamW steps (Adam divides by √v, so an element moves at most
+	// about lr per step whatever its gradient); ParamRtol is relative.
+	ParamPerLRStep float64 `json:"param_per_lr_step"`
+	ParamRtol      float64 `json:"param_rtol"`
+	// AdamM and AdamV bound the optimizer moments after AdamW steps.
+	AdamM Tolerance `json:"adam_m"`
+	AdamV Tolerance `json:"adam_v"`
+	// Trajectory is the relative error of each loss of a 20-step run (and of
+	// losses continued across backends), relative to max(loss, 0.1).
+	Trajectory float64 `json:"trajectory"`
+}
+
+// DefaultTolerances returns the tolerances for a compute dtype. F32 are the
+// bounds the CPU reference backend meets against the float64 PyTorch golden
+// vectors (golden/README.md), with a little headroom; the 16-bit dtypes
+// (matmul inputs rounded to 8 or 11 significant bits, F32 accumulation) get
+// bounds relative to each tensor's scale.
+func DefaultTolerances(d pb.DType) Tolerances {
+	switch d {
+	case pb.DType_DTYPE_BF16, pb.DType_DTYPE_F16:
+		return Tolerances{
+			Logits:         Tolerance{Atol: 2e-2, AtolOfMax: 2e-2, Rtol: 3e-2},
+			Grads:          Tolerance{AtolOfMax: 5e-2, Rtol: 1e-1},
+			Loss:           1e-2,
+			StepLoss:       2e-2,
+			ParamPerLRStep: 0.5,
+			ParamRtol:      1e-2,
+			AdamM:          Tolerance{AtolOfMax: 5e-2, Rtol: 1e-1},
+			AdamV:          Tolerance{AtolOfMax: 1e-1, Rtol: 2e-1},
+			Trajectory:     5e-2,
+		}
+	}
+	return Tolerances{
+		Logits:         Tolerance{Atol: 2e-5, Rtol: 1e-4},
+		Grads:          Tolerance{Atol: 2e-6, Rtol: 2e-3},
+		Loss:           1e-5,
+		StepLoss:       1e-4,
+		ParamPerLRStep: 5e-3,
+		ParamRtol:      1e-4,
+		AdamM:          Tolerance{Atol: 1e-7, Rtol: 2e-3},
+		AdamV:          Tolerance{Atol: 1e-10, Rtol: 4e-3},
+		Trajectory:     2e-3,
+	}
+}
+
+func (o *Options) tolerances(d pb.DType) Tolerances {
+	if t, ok := o.Tolerances[d]; ok {
+		return t
+	}
+	return DefaultTolerances(d)
+}
+
+// dtypeLabel is the short lower-case name used in check names: "f32".
+func dtypeLabel(d pb.DType) string {
+	switch d {
+	case pb.DType_DTYPE_F32:
+		return "f32"
+	case pb.DType_DTYPE_BF16:
+		return "bf16"
+	case pb.DType_DTYPE_F16:
+		return "f16"
+	case pb.DType_DTYPE_F64:
+		return "f64"
+	}
+	return "unspecified"
+}
+
+// ParseDType reads a dtype name as the CLI takes it: f32, bf16, f16.
+func ParseDType(s string) (pb.DType, bool) {
+	for _, d := range []pb.DType{pb.DType_DTYPE_F32, pb.DType_DTYPE_BF16, pb.DType_DTYPE_F16} {
+		if s == dtypeLabel(d) {
+			return d, true
+		}
+	}
+	return pb.DType_DTYPE_UNSPECIFIED, false
+}
+
+// worst is max over elements of |got−want| / bound (≤ 1 passes), with the
+// element where it happens and the largest absolute error.
+func (tol Tolerance) worst(got, want []float32) (ratio float64, at int, maxAbs float64) {
+	var wantMax float64
+	if tol.AtolOfMax > 0 {
+		for _, w := range want {
+			wantMax = math.Max(wantMax, math.Abs(float64(w)))
+		}
+	}
+	atol := tol.Atol + tol.AtolOfMax*wantMax
+	for i := range want {
+		d := math.Abs(float64(got[i]) - float64(want[i]))
+		if math.IsNaN(d) || math.IsInf(d, 0) {
+			return math.Inf(1), i, math.Inf(1)
+		}
+		maxAbs = math.Max(maxAbs, d)
+		bound := atol + tol.Rtol*math.Abs(float64(want[i]))
+		r := d / bound
+		if bound == 0 {
+			r = 0
+			if d > 0 {
+				r = math.Inf(1)
+			}
+		}
+		if r > ratio {
+			ratio, at = r, i
+		}
+	}
+	return ratio, at, maxAbs
+}
+
+// relErr is |got − want| / max(|want|, floor).
+func relErr(got, want, floor float64) float64 {
+	e := math.Abs(got-want) / math.Max(math.Abs(want), floor)
+	if math.IsNaN(e) {
+		return math.Inf(1)
+	}
+	return e
+}
