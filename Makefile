@@ -60,3 +60,7 @@ conformance: build
 
 clean:
 	rm -rf $(BIN)
+
+## cuda-check: compile-check the CUDA kernels with NVRTC (skips with a message where NVRTC is absent)
+cuda-check:
+	$(GO) run ./backends/cuda/cmd/cudacheck sm_90

@@ -1,0 +1,491 @@
+// Package cuda is mypt's CUDA backend (plugin mypt-backend-cuda): hand-written CUDA kernels
+// (backends/cuda/kernels, compiled at run time by NVRTC) and cuBLASLt matrix products,
+// driven from Go through run-time bindings (backends/cuda/driver, no cgo). The step
+// orchestration in model.go runs unchanged on backends/cuda/device's Fake device, which is
+// how CI checks it against the PyTorch golden vectors without a GPU. Semantics follow the
+// CPU reference backend (docs/CPU_BACKEND.md); see docs/CUDA.md.
+package cuda
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/mypt/mypt/backends/cuda/device"
+	"github.com/mypt/mypt/sdk"
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+)
+
+// Version is the backend's own semantic version.
+const Version = "0.1.0"
+
+// Options configure a Backend.
+type Options struct {
+	// Fake runs on the fake device (Go twins of the kernels) instead of a GPU: for tests
+	// and for checking the host side anywhere. The plugin sets it from MYPT_CUDA_FAKE=1.
+	Fake bool
+	// Ordinal is the GPU to use.
+	Ordinal int
+	// CacheDir holds compiled kernel modules; empty means $XDG_CACHE_HOME/mypt/cuda (or
+	// ~/.cache/mypt/cuda).
+	CacheDir string
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// Backend implements sdk.Backend on a CUDA device. Calls are serialised by a mutex.
+type Backend struct {
+	sdk.UnimplementedBackend
+	opts Options
+
+	mu      sync.Mutex
+	dev     device.Device // opened on first use
+	session *session
+}
+
+type session struct {
+	model  *model
+	opt    optimizer
+	caches map[uint64]*kvCache
+	nextID uint64
+	scr    *kvScratch
+}
+
+// New returns a CUDA backend; the device is opened on the first call that needs it.
+func New(opts Options) *Backend {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.CacheDir == "" {
+		if d, err := os.UserCacheDir(); err == nil {
+			opts.CacheDir = filepath.Join(d, "mypt", "cuda")
+		}
+	}
+	return &Backend{opts: opts}
+}
+
+var _ sdk.Backend = (*Backend)(nil)
+
+// device opens the device once; the caller holds b.mu.
+func (b *Backend) device() (device.Device, error) {
+	if b.dev != nil {
+		return b.dev, nil
+	}
+	if b.opts.Fake {
+		b.dev = device.NewFake()
+		return b.dev, nil
+	}
+	g, err := device.OpenGPU(b.opts.Ordinal, b.opts.CacheDir, b.opts.Logger)
+	if err != nil {
+		return nil, sdk.FailedPrecondition("CUDA backend unavailable: %v", err)
+	}
+	b.dev = g
+	return g, nil
+}
+
+// Device returns the device in use (opening it), for tests.
+func (b *Backend) Device() (device.Device, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.device()
+}
+
+// GetInfo describes the backend; without a GPU it fails with the reason.
+func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d, err := b.device()
+	if err != nil {
+		return nil, err
+	}
+	in := d.Info()
+	return &pb.GetInfoResponse{
+		Name: "cuda", Version: Version, ProtocolVersion: sdk.ProtocolVersion,
+		Devices: []*pb.Device{{Kind: in.Kind, Name: in.Name, MemoryBytes: in.MemoryBytes, Cores: uint32(in.SMs)}},
+		Capabilities: &pb.Capabilities{
+			PosEncodings:  []pb.PosEncoding{pb.PosEncoding_POS_ENCODING_LEARNED, pb.PosEncoding_POS_ENCODING_ROPE},
+			MlpTypes:      []pb.MLPType{pb.MLPType_MLP_TYPE_GELU, pb.MLPType_MLP_TYPE_SWIGLU},
+			NormTypes:     []pb.NormType{pb.NormType_NORM_TYPE_LAYERNORM, pb.NormType_NORM_TYPE_RMSNORM},
+			ParamDtypes:   []pb.DType{pb.DType_DTYPE_F32},
+			ComputeDtypes: []pb.DType{pb.DType_DTYPE_F32, pb.DType_DTYPE_BF16},
+			Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
+				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
+				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_DETERMINISTIC},
+			MaxStateChunkBytes: sdk.MaxChunkBytes,
+		},
+		Engine: in.Engine,
+	}, nil
+}
+
+// Configure builds the model on the device, discarding any previous session.
+func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+	a, err := archFromSpec(req.GetModel())
+	if err != nil {
+		return nil, err
+	}
+	lay, err := layoutFromSpec(a, req.GetModel().GetParams())
+	if err != nil {
+		return nil, err
+	}
+	o := req.GetOptimizer()
+	if o == nil {
+		return nil, sdk.InvalidArgument("optimizer", "missing")
+	}
+	if !(o.Beta1 >= 0 && o.Beta1 < 1) {
+		return nil, sdk.InvalidArgument("optimizer.beta1", "must be in [0,1), got %v", o.Beta1)
+	}
+	if !(o.Beta2 >= 0 && o.Beta2 < 1) {
+		return nil, sdk.InvalidArgument("optimizer.beta2", "must be in [0,1), got %v", o.Beta2)
+	}
+	if !(o.Eps > 0) {
+		return nil, sdk.InvalidArgument("optimizer.eps", "must be positive, got %v", o.Eps)
+	}
+	bf16 := false
+	if pr := req.GetPrecision(); pr != nil {
+		if pr.ParamDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ParamDtype != pb.DType_DTYPE_F32 {
+			return nil, sdk.InvalidArgument("precision.param_dtype", "only F32 master weights are supported, got %v", pr.ParamDtype)
+		}
+		switch pr.ComputeDtype {
+		case pb.DType_DTYPE_UNSPECIFIED, pb.DType_DTYPE_F32:
+		case pb.DType_DTYPE_BF16:
+			bf16 = true
+		default:
+			return nil, sdk.InvalidArgument("precision.compute_dtype", "F32 or BF16, got %v", pr.ComputeDtype)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d, err := b.device()
+	if err != nil {
+		return nil, err
+	}
+	b.closeSession()
+	d.SetBF16(bf16)
+	m, err := newModel(d, a, lay)
+	if err != nil {
+		return nil, sdk.ResourceExhausted("%v", err)
+	}
+	maxB, maxT := int(req.MaxBatchSize), int(req.MaxSeqLen)
+	if maxT == 0 || maxT > a.block {
+		maxT = a.block
+	}
+	if maxB > 0 {
+		if err := m.ensure(maxB, maxT); err != nil {
+			m.free()
+			return nil, sdk.ResourceExhausted("%v", err)
+		}
+	}
+	b.session = &session{model: m, opt: optimizer{beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps}, caches: map[uint64]*kvCache{}}
+	mem := m.mem.size
+	if m.x != nil {
+		mem += m.x.mem.size
+	}
+	return &pb.ConfigureResponse{ParameterCount: uint64(lay.total), MemoryBytes: uint64(mem)}, nil
+}
+
+func (b *Backend) closeSession() {
+	if b.session == nil {
+		return
+	}
+	for _, c := range b.session.caches {
+		c.mem.free()
+	}
+	if b.session.scr != nil {
+		b.session.scr.mem.free()
+	}
+	b.session.model.free()
+	b.session = nil
+}
+
+// Shutdown frees everything, the device included.
+func (b *Backend) Shutdown(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closeSession()
+	if b.dev != nil {
+		err := b.dev.Close()
+		b.dev = nil
+		return err
+	}
+	return nil
+}
+
+func (b *Backend) lockSession() (*session, error) {
+	b.mu.Lock()
+	if b.session == nil {
+		b.mu.Unlock()
+		return nil, sdk.FailedPrecondition("backend is not configured: call Configure first")
+	}
+	return b.session, nil
+}
+
+func (s *session) roleBuffer(role pb.TensorRole) device.Ptr {
+	switch role {
+	case pb.TensorRole_TENSOR_ROLE_PARAM:
+		return s.model.params
+	case pb.TensorRole_TENSOR_ROLE_ADAM_M:
+		return s.model.adamM
+	case pb.TensorRole_TENSOR_ROLE_ADAM_V:
+		return s.model.adamV
+	case pb.TensorRole_TENSOR_ROLE_GRAD:
+		return s.model.grads
+	}
+	return 0
+}
+
+// SetState loads named tensors and clears the accumulated gradients.
+func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	m := s.model
+	if h := r.Header(); h != nil {
+		s.opt.steps = h.OptimizerSteps
+	}
+	var count uint32
+	for i := 0; ; i++ {
+		t, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading state tensor %d: %w", i, err)
+		}
+		field := fmt.Sprintf("tensor[%s]", t.Name)
+		idx, ok := m.lay.byName[t.Name]
+		if !ok {
+			return nil, sdk.NotFound("tensor %q is not a parameter of this model", t.Name)
+		}
+		sl := m.lay.slots[idx]
+		if t.Role == pb.TensorRole_TENSOR_ROLE_GRAD {
+			return nil, sdk.InvalidArgument(field+".role", "gradients are read-only")
+		}
+		buf := s.roleBuffer(t.Role)
+		if buf == 0 {
+			return nil, sdk.InvalidArgument(field+".role", "unsupported role %v", t.Role)
+		}
+		if !slices.Equal(t.Shape, sl.shape) {
+			return nil, sdk.InvalidArgument(field+".shape", "got %v, the model has %v", t.Shape, sl.shape)
+		}
+		host := make([]float32, sl.n)
+		if err := decode(host, t.Data, t.DType); err != nil {
+			return nil, sdk.InvalidArgument(field, "%v", err)
+		}
+		if err := m.q.d.HtoD(buf.F32(sl.off), le32(host)); err != nil {
+			return nil, fmt.Errorf("uploading %s: %w", t.Name, err)
+		}
+		count++
+	}
+	if err := m.q.d.Zero(m.grads, 4*m.lay.total); err != nil {
+		return nil, err
+	}
+	return &pb.SetStateResponse{TensorsReceived: count}, nil
+}
+
+// GetState writes the requested tensors in the host's parameter order.
+func (b *Backend) GetState(_ context.Context, req *pb.GetStateRequest, w sdk.StateWriter) error {
+	s, err := b.lockSession()
+	if err != nil {
+		return err
+	}
+	defer b.mu.Unlock()
+	m := s.model
+	roles := req.GetRoles()
+	if len(roles) == 0 {
+		roles = []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V}
+	}
+	for i, r := range roles {
+		if s.roleBuffer(r) == 0 {
+			return sdk.InvalidArgument(fmt.Sprintf("roles[%d]", i), "unsupported role %v", r)
+		}
+	}
+	dtype := req.GetDtype()
+	if dtype == pb.DType_DTYPE_UNSPECIFIED {
+		dtype = pb.DType_DTYPE_F32
+	}
+	if elemSize(dtype) == 0 {
+		return sdk.InvalidArgument("dtype", "unsupported %v", dtype)
+	}
+	slots := m.lay.slots
+	if names := req.GetNames(); len(names) > 0 {
+		slots = nil
+		for i, n := range names {
+			idx, ok := m.lay.byName[n]
+			if !ok {
+				return sdk.NotFound("names[%d]: tensor %q is not a parameter of this model", i, n)
+			}
+			slots = append(slots, m.lay.slots[idx])
+		}
+	}
+	if err := w.WriteHeader(&pb.StateHeader{OptimizerSteps: s.opt.steps, TensorCount: uint32(len(slots) * len(roles))}); err != nil {
+		return fmt.Errorf("writing state header: %w", err)
+	}
+	for _, r := range roles {
+		buf := s.roleBuffer(r)
+		for _, sl := range slots {
+			host, err := m.readF32(buf.F32(sl.off), sl.n)
+			if err != nil {
+				return fmt.Errorf("downloading %s: %w", sl.name, err)
+			}
+			t := &sdk.Tensor{Name: sl.name, Role: r, Shape: slices.Clone(sl.shape), DType: dtype, Data: encode(host, dtype)}
+			if err := w.WriteTensor(t); err != nil {
+				return fmt.Errorf("writing tensor %s: %w", sl.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func elemSize(d pb.DType) int {
+	switch d {
+	case pb.DType_DTYPE_F32:
+		return 4
+	case pb.DType_DTYPE_F64:
+		return 8
+	case pb.DType_DTYPE_BF16:
+		return 2
+	}
+	return 0
+}
+
+// decode converts little-endian elements of dtype d into dst (as the CPU backend does).
+func decode(dst []float32, data []byte, d pb.DType) error {
+	es := elemSize(d)
+	if es == 0 {
+		return fmt.Errorf("unsupported dtype %v", d)
+	}
+	if len(data) != es*len(dst) {
+		return fmt.Errorf("got %d bytes, want %d (%d elements of %v)", len(data), es*len(dst), len(dst), d)
+	}
+	for i := range dst {
+		switch d {
+		case pb.DType_DTYPE_F32:
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
+		case pb.DType_DTYPE_F64:
+			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:])))
+		case pb.DType_DTYPE_BF16:
+			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(data[2*i:])) << 16)
+		}
+	}
+	return nil
+}
+
+// encode converts src to little-endian elements of dtype d (bf16 rounds to nearest even).
+func encode(src []float32, d pb.DType) []byte {
+	out := make([]byte, elemSize(d)*len(src))
+	for i, v := range src {
+		switch d {
+		case pb.DType_DTYPE_F32:
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+		case pb.DType_DTYPE_F64:
+			binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(float64(v)))
+		case pb.DType_DTYPE_BF16:
+			binary.LittleEndian.PutUint16(out[2*i:], device.BF16Bits(v))
+		}
+	}
+	return out
+}
+
+// checkBatch validates a batch (sdk.ValidateBatch) and builds its pass.
+func checkBatch(a arch, bt *pb.Batch) (*pass, error) {
+	if err := sdk.ValidateBatch("batch", bt, a.V, a.block); err != nil {
+		return nil, err
+	}
+	ps := &pass{b: int(bt.BatchSize), t: int(bt.SeqLen), tokens: bt.Tokens}
+	if len(bt.SegmentIds) > 0 {
+		ps.segs = bt.SegmentIds
+	}
+	return ps, nil
+}
+
+// ForwardBackward runs one training micro-batch and accumulates its gradients.
+func (b *Backend) ForwardBackward(_ context.Context, req *pb.ForwardBackwardRequest) (*pb.ForwardBackwardResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	m := s.model
+	ps, err := checkBatch(m.a, req.GetBatch())
+	if err != nil {
+		return nil, err
+	}
+	if g := float64(req.GradScale); math.IsNaN(g) || math.IsInf(g, 0) {
+		return nil, sdk.InvalidArgument("grad_scale", "must be finite, got %v", req.GradScale)
+	}
+	ps.train, ps.seed = true, req.DropoutSeed
+	if err := m.forward(ps); err != nil {
+		return nil, err
+	}
+	tot, err := m.loss(ps.b*ps.t, req.Batch.Targets, req.Batch.LossWeights, float64(req.GradScale), true)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.backward(ps); err != nil {
+		return nil, err
+	}
+	return &pb.ForwardBackwardResponse{LossSum: tot.lossSum, WeightSum: tot.weightSum, Tokens: uint64(ps.b * ps.t)}, nil
+}
+
+// OptimizerStep clips, applies AdamW and zeroes the gradients.
+func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest) (*pb.OptimizerStepResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	if lr := req.LearningRate; !(lr >= 0) || math.IsInf(lr, 0) {
+		return nil, sdk.InvalidArgument("learning_rate", "must be finite and ≥ 0, got %v", lr)
+	}
+	if wd := req.WeightDecay; !(wd >= 0) || math.IsInf(wd, 0) {
+		return nil, sdk.InvalidArgument("weight_decay", "must be finite and ≥ 0, got %v", wd)
+	}
+	if math.IsNaN(req.ClipNorm) {
+		return nil, sdk.InvalidArgument("clip_norm", "is NaN")
+	}
+	norm, err := s.model.adamStep(s.opt, s.opt.steps+1, req.LearningRate, req.WeightDecay, req.ClipNorm)
+	if err != nil {
+		return nil, err
+	}
+	s.opt.steps++
+	return &pb.OptimizerStepResponse{GradNorm: norm, OptimizerSteps: s.opt.steps}, nil
+}
+
+// Evaluate runs one batch without dropout or gradients.
+func (b *Backend) Evaluate(_ context.Context, req *pb.EvaluateRequest) (*pb.EvaluateResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	m := s.model
+	ps, err := checkBatch(m.a, req.GetBatch())
+	if err != nil {
+		return nil, err
+	}
+	if err := m.forward(ps); err != nil {
+		return nil, err
+	}
+	n := ps.b * ps.t
+	resp := &pb.EvaluateResponse{}
+	if req.ReturnLogits {
+		if resp.Logits, err = m.readF32(m.x.logits, n*m.a.V); err != nil {
+			return nil, err
+		}
+	}
+	tot, err := m.loss(n, req.Batch.Targets, req.Batch.LossWeights, 0, false)
+	if err != nil {
+		return nil, err
+	}
+	resp.LossSum, resp.WeightSum, resp.Correct, resp.Counted = tot.lossSum, tot.weightSum, tot.correct, tot.counted
+	return resp, nil
+}

@@ -1,0 +1,232 @@
+package cuda
+
+import (
+	"context"
+	"errors"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/mypt/mypt/backends/cpu"
+	"github.com/mypt/mypt/backends/cuda/device"
+	"github.com/mypt/mypt/backends/cuda/driver"
+	"github.com/mypt/mypt/backends/cuda/kernels"
+	"github.com/mypt/mypt/sdk"
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+	"google.golang.org/grpc/codes"
+)
+
+// configure sets up any backend for g (whose Model may have been edited) with its init.
+func configure(t *testing.T, b sdk.Backend, g *goldenCase, precision *pb.Precision) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := b.Configure(ctx, &pb.ConfigureRequest{Model: g.spec(), Precision: precision,
+		Optimizer: &pb.OptimizerSpec{Beta1: g.Optimizer.Beta1, Beta2: g.Optimizer.Beta2, Eps: g.Optimizer.Eps}}); err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
+	r := &sliceReader{header: &pb.StateHeader{}}
+	for _, p := range g.Model.Params {
+		r.tensors = append(r.tensors, f32Tensor(p.Name, pb.TensorRole_TENSOR_ROLE_PARAM, p.Shape, g.tensors["init."+p.Name].f32))
+	}
+	if _, err := b.SetState(ctx, r); err != nil {
+		t.Fatalf("SetState: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Shutdown(ctx) })
+}
+
+func grads(t *testing.T, b sdk.Backend) map[string][]float32 {
+	t.Helper()
+	w := &mapWriter{}
+	if err := b.GetState(context.Background(), &pb.GetStateRequest{Roles: []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_GRAD}}, w); err != nil {
+		t.Fatal(err)
+	}
+	return w.tensors
+}
+
+// Dropout and NEFTune masks are the CPU backend's (same hash, same indices): with dropout
+// 0.2 and NEFTune 5 on the packed cases, the fake device's loss and gradients match the
+// CPU reference backend's to float32 rounding.
+func TestDropoutNEFTuneMatchCPU(t *testing.T) {
+	ctx := context.Background()
+	for _, g := range loadGoldenCases(t) {
+		if !g.Batch.Packed {
+			continue
+		}
+		t.Run(g.Case, func(t *testing.T) {
+			g.Model.Dropout, g.Model.NeftuneAlpha = 0.2, 5
+			defer func() { g.Model.Dropout, g.Model.NeftuneAlpha = 0, 0 }()
+			gpu, ref := New(Options{Fake: true}), cpu.New(cpu.Options{Threads: 1})
+			configure(t, gpu, g, nil)
+			configure(t, ref, g, nil)
+			req := &pb.ForwardBackwardRequest{Batch: g.batch(), GradScale: float32(1 / math.Max(g.WeightSum, 1)), DropoutSeed: 1234}
+			a, err := gpu.ForwardBackward(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := ref.ForwardBackward(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := relErr(a.LossSum, b.LossSum); e > 1e-5 {
+				t.Errorf("loss_sum %v, CPU %v", a.LossSum, b.LossSum)
+			}
+			if relErr(a.LossSum, g.LossSum) < 1e-3 {
+				t.Errorf("loss_sum %v equals the dropout-free loss: dropout not applied", a.LossSum)
+			}
+			ga, gb := grads(t, gpu), grads(t, ref)
+			for name, want := range gb {
+				assertClose(t, name, ga[name], want, gradAtol, gradRtol)
+			}
+		})
+	}
+}
+
+// Prefill (all logits) and Decode reproduce Evaluate's logits at every position.
+func TestKVCacheMatchesEvaluate(t *testing.T) {
+	ctx := context.Background()
+	for _, g := range loadGoldenCases(t) {
+		if g.Batch.Packed {
+			continue
+		}
+		t.Run(g.Case, func(t *testing.T) {
+			b := newGoldenBackend(t, g)
+			batch := g.batch()
+			T, V := int(batch.SeqLen), int(g.Model.VocabSize)
+			row := &pb.Batch{BatchSize: 1, SeqLen: batch.SeqLen, Tokens: batch.Tokens[:T], Targets: batch.Targets[:T], LossWeights: batch.LossWeights[:T]}
+			ev, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: row, ReturnLogits: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			split := T / 2
+			pf, err := b.Prefill(ctx, &pb.PrefillRequest{Tokens: row.Tokens[:split], AllLogits: true, Capacity: uint32(T)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := slices.Clone(pf.Logits)
+			for i := split; i < T; i++ {
+				d, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: row.Tokens[i]})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, d.Logits...)
+			}
+			assertClose(t, "cached logits", got, ev.Logits[:T*V], 1e-5, 1e-4)
+			if _, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: 1}); sdk.Code(err) != codes.FailedPrecondition {
+				t.Errorf("decode into a full cache: %v, want FAILED_PRECONDITION", err)
+			}
+			if _, err := b.ReleaseCache(ctx, &pb.ReleaseCacheRequest{CacheHandle: pf.CacheHandle}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: 1}); sdk.Code(err) != codes.NotFound {
+				t.Errorf("decode after release: %v, want NOT_FOUND", err)
+			}
+		})
+	}
+}
+
+// BF16 matmul inputs (fp32 accumulation, fp32 master weights): logits and gradients stay
+// within bf16-scale bounds of the float64 oracle.
+func TestBF16Golden(t *testing.T) {
+	ctx := context.Background()
+	for _, g := range loadGoldenCases(t) {
+		t.Run(g.Case, func(t *testing.T) {
+			b := New(Options{Fake: true})
+			configure(t, b, g, &pb.Precision{ComputeDtype: pb.DType_DTYPE_BF16})
+			ev, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: g.batch(), ReturnLogits: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := g.tensors["logits"].f32
+			var maxAbs, worst float64
+			for i := range want {
+				maxAbs = max(maxAbs, math.Abs(float64(want[i])))
+				worst = max(worst, math.Abs(float64(ev.Logits[i]-want[i])))
+			}
+			if worst > 0.03*maxAbs+0.02 {
+				t.Errorf("bf16 logits: worst error %.3g (max |logit| %.3g)", worst, maxAbs)
+			}
+			if e := relErr(ev.LossSum, g.LossSum); e > 1e-2 {
+				t.Errorf("bf16 loss_sum %v, want %v (rel %.2g)", ev.LossSum, g.LossSum, e)
+			}
+			t.Logf("bf16 logits worst abs error %.3g (max |logit| %.3g), loss rel error %.2g", worst, maxAbs, relErr(ev.LossSum, g.LossSum))
+		})
+	}
+}
+
+// The order of kernels in one training step, as the fake device records it (LLaMA case).
+func TestStepKernelOrder(t *testing.T) {
+	ctx := context.Background()
+	var g *goldenCase
+	for _, c := range loadGoldenCases(t) {
+		if c.Case == "llama_tied" {
+			g = c
+		}
+	}
+	b := newGoldenBackend(t, g)
+	d, _ := b.Device()
+	fake := d.(*device.Fake)
+	fake.Trace()
+	if _, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.batch(), GradScale: 1}); err != nil {
+		t.Fatal(err)
+	}
+	layer := "norm_fwd gemm rope attn_fwd gemm residual_add norm_fwd gemm gemm swiglu_fwd gemm residual_add"
+	fwd := "embed_fwd " + layer + " " + layer + " norm_fwd fill_rows gemm xent"
+	blayer := "gemm gemm swiglu_bwd gemm gemm gemm gemm norm_bwd_dx norm_bwd_dw gemm gemm attn_bwd_pre attn_bwd_dq attn_bwd_dkv rope gemm gemm norm_bwd_dx norm_bwd_dw"
+	bwd := "gemm gemm col_sum_add norm_bwd_dx norm_bwd_dw " + blayer + " " + blayer + " embed_bwd"
+	if got, want := strings.Join(fake.Trace(), " "), fwd+" "+bwd; got != want {
+		t.Errorf("ForwardBackward kernels:\n got %s\nwant %s", got, want)
+	}
+	if _, err := b.OptimizerStep(ctx, &pb.OptimizerStepRequest{LearningRate: 1e-3, ClipNorm: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// sumsq, then one adamw per run of tensors with equal decay
+	tr := fake.Trace()
+	if tr[0] != "sumsq" || len(tr) < 2 || slices.IndexFunc(tr[1:], func(s string) bool { return s != "adamw" }) >= 0 {
+		t.Errorf("OptimizerStep kernels %v", tr)
+	}
+	live, peak := fake.LiveBytes()
+	t.Logf("device memory: %d bytes live, %d peak", live, peak)
+}
+
+// Every kernel of kernels.cu has a spec and a Go twin, and every spec names a kernel.
+func TestKernelsHaveTwins(t *testing.T) {
+	for name := range kernels.Specs {
+		if !strings.Contains(kernels.Source, `__global__ void `+name+`(`) {
+			t.Errorf("spec %s has no kernel in kernels.cu", name)
+		}
+	}
+	if n := strings.Count(kernels.Source, "__global__ void "); n != len(kernels.Specs) {
+		t.Errorf("kernels.cu has %d kernels, Specs %d", n, len(kernels.Specs))
+	}
+	d := device.NewFake()
+	for name, spec := range kernels.Specs {
+		args := make([]any, len(spec))
+		for i := range args {
+			args[i] = "x"
+		}
+		if err := d.Launch(name, device.D1(1), device.D1(1), args...); err == nil || strings.Contains(err.Error(), "no Go twin") {
+			t.Errorf("%s: launch with bad arguments: %v", name, err)
+		}
+	}
+}
+
+// Without an NVIDIA driver GetInfo and Configure fail with a clear FAILED_PRECONDITION.
+func TestNoGPUError(t *testing.T) {
+	if _, err := driver.OpenDriver(); err == nil {
+		t.Skip("a CUDA driver is present")
+	} else if !errors.Is(err, driver.ErrNoDriver) {
+		t.Skipf("driver present but unusable: %v", err)
+	}
+	b := New(Options{})
+	_, err := b.GetInfo(context.Background())
+	if sdk.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "libcuda.so.1 not found") {
+		t.Fatalf("GetInfo without a driver: %v", err)
+	}
+	g := loadGoldenCases(t)[0]
+	_, err = b.Configure(context.Background(), &pb.ConfigureRequest{Model: g.spec(), Optimizer: &pb.OptimizerSpec{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8}})
+	if sdk.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("Configure without a driver: %v", err)
+	}
+	t.Log(err)
+}

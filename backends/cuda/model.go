@@ -1,0 +1,587 @@
+package cuda
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"unsafe"
+
+	"github.com/mypt/mypt/backends/cuda/device"
+	"github.com/mypt/mypt/backends/cuda/kernels"
+)
+
+// queue issues kernels and products on a device, keeping the first error (sticky), so the
+// step code reads like the CPU backend's; callers check q.err at the end of a step.
+type queue struct {
+	d   device.Device
+	err error
+}
+
+func (q *queue) k(name string, grid, block device.Dim3, args ...any) {
+	if q.err == nil {
+		q.err = q.d.Launch(name, grid, block, args...)
+	}
+}
+
+func (q *queue) gemm(g device.Gemm) {
+	if q.err == nil {
+		q.err = q.d.Gemm(g)
+	}
+}
+
+func (q *queue) zero(p device.Ptr, bytes int) {
+	if q.err == nil {
+		q.err = q.d.Zero(p, bytes)
+	}
+}
+
+func (q *queue) up(p device.Ptr, b []byte) {
+	if q.err == nil {
+		q.err = q.d.HtoD(p, b)
+	}
+}
+
+func (q *queue) down(b []byte, p device.Ptr) {
+	if q.err == nil {
+		q.err = q.d.DtoH(b, p)
+	}
+}
+
+// elt launches an element-wise kernel over n elements.
+func (q *queue) elt(name string, n int, args ...any) {
+	q.k(name, device.D1(device.Blocks(n, kernels.EltBlock)), device.D1(kernels.EltBlock), args...)
+}
+
+func bytesOf[T int32 | float32 | float64](s []T) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0])))
+}
+
+// ---- the linear layer: out[N,OC] = in[N,IC]·W[OC,IC]ᵀ + b
+
+func (q *queue) linearFwd(out, in, w, b device.Ptr, n, ic, oc int) {
+	beta := float32(0)
+	if b != 0 {
+		q.elt("fill_rows", n*oc, out, b, int64(n*oc), int32(oc))
+		beta = 1
+	}
+	q.gemm(device.Gemm{TransB: true, M: n, N: oc, K: ic, Alpha: 1, A: in, LDA: ic, B: w, LDB: ic, Beta: beta, C: out, LDC: oc})
+}
+
+// linearBwd: din (=, or += when accumulate) dout·W; dW += doutᵀ·in; db += Σ_rows dout.
+func (q *queue) linearBwd(din, dw, db, dout, in, w device.Ptr, n, ic, oc int, accumulate bool) {
+	if din != 0 {
+		beta := float32(0)
+		if accumulate {
+			beta = 1
+		}
+		q.gemm(device.Gemm{M: n, N: ic, K: oc, Alpha: 1, A: dout, LDA: oc, B: w, LDB: ic, Beta: beta, C: din, LDC: ic})
+	}
+	q.gemm(device.Gemm{TransA: true, M: oc, N: ic, K: n, Alpha: 1, A: dout, LDA: oc, B: in, LDB: ic, Beta: 1, C: dw, LDC: ic})
+	if db != 0 {
+		q.elt("col_sum_add", oc, db, dout, int32(n), int32(oc))
+	}
+}
+
+func b2i(b bool) int32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (q *queue) normFwd(a arch, out, mean, rstd, in, w, b device.Ptr, n int) {
+	q.k("norm_fwd", device.D1(n), device.D1(kernels.NormBlock), out, mean, rstd, in, w, b,
+		int32(n), int32(a.C), float32(a.eps), b2i(a.layerNorm))
+}
+
+// normBwd: din += ∂/∂in, dw (db) += parameter gradients.
+func (q *queue) normBwd(a arch, din, dw, db, dout, in, mean, rstd, w device.Ptr, n int) {
+	q.k("norm_bwd_dx", device.D1(n), device.D1(kernels.NormBlock), din, dout, in, mean, rstd, w,
+		int32(n), int32(a.C), b2i(a.layerNorm))
+	q.elt("norm_bwd_dw", a.C, dw, db, dout, in, mean, rstd, int32(n), int32(a.C), b2i(a.layerNorm))
+}
+
+// ---- weights: named views into the flat parameter (or gradient) buffer
+
+type weights struct {
+	wte, wpe, lnfW, lnfB, lmW, lmB device.Ptr
+	layers                         []layerWeights
+}
+
+type layerWeights struct {
+	ln1W, ln1B, qkvW, qkvB, projW, projB, ln2W, ln2B device.Ptr
+	fc1W, fc1B, fc2W, fc2B, gateW, upW, downW        device.Ptr
+}
+
+func viewWeights(a arch, lay *layout, base device.Ptr) weights {
+	get := func(name string) device.Ptr {
+		i, ok := lay.byName[name]
+		if !ok {
+			return 0
+		}
+		return base.F32(lay.slots[i].off)
+	}
+	w := weights{wte: get("token_embedding_table.weight"), wpe: get("position_embedding_table.weight"),
+		lnfW: get("ln_f.weight"), lnfB: get("ln_f.bias"), lmW: get("lm_head.weight"), lmB: get("lm_head.bias")}
+	if a.tied {
+		w.lmW = w.wte
+	}
+	for l := 0; l < a.L; l++ {
+		p := fmt.Sprintf("blocks.%d.", l)
+		w.layers = append(w.layers, layerWeights{
+			ln1W: get(p + "ln1.weight"), ln1B: get(p + "ln1.bias"),
+			qkvW: get(p + "sa.qkv.weight"), qkvB: get(p + "sa.qkv.bias"),
+			projW: get(p + "sa.proj.weight"), projB: get(p + "sa.proj.bias"),
+			ln2W: get(p + "ln2.weight"), ln2B: get(p + "ln2.bias"),
+			fc1W: get(p + "fwd.net.0.weight"), fc1B: get(p + "fwd.net.0.bias"),
+			fc2W: get(p + "fwd.net.2.weight"), fc2B: get(p + "fwd.net.2.bias"),
+			gateW: get(p + "fwd.w_gate.weight"), upW: get(p + "fwd.w_up.weight"), downW: get(p + "fwd.w_down.weight"),
+		})
+	}
+	return w
+}
+
+// ---- activations
+
+// bufs owns a set of device allocations freed together.
+type bufs struct {
+	d    device.Device
+	ptrs []device.Ptr
+	size int
+	err  error
+}
+
+func (b *bufs) f32(n int) device.Ptr { return b.alloc(4 * n) }
+
+func (b *bufs) alloc(bytes int) device.Ptr {
+	if b.err != nil {
+		return 0
+	}
+	p, err := b.d.Alloc(max(bytes, 4))
+	if err != nil {
+		b.err = err
+		return 0
+	}
+	b.ptrs = append(b.ptrs, p)
+	b.size += bytes
+	return p
+}
+
+func (b *bufs) free() {
+	for _, p := range b.ptrs {
+		_ = b.d.Free(p)
+	}
+	b.ptrs, b.size = nil, 0
+}
+
+type layerActs struct {
+	ln1, ln1Mean, ln1Rstd, qkv, y, lse, mid device.Ptr
+	ln2, ln2Mean, ln2Rstd, h, up, act       device.Ptr
+}
+
+// acts are the buffers of one forward/backward pass for up to rows = B·T rows.
+type acts struct {
+	rows, batch, t        int
+	mem                   bufs
+	res                   []device.Ptr
+	layers                []layerActs
+	lnf, lnfMean, lnfRstd device.Ptr
+	logits                device.Ptr
+	dres, dtmp, dln, dy   device.Ptr
+	dqkv, dh, dup, dact   device.Ptr
+	D                     device.Ptr
+	tokens, pos, seg      device.Ptr
+	targets, weights      device.Ptr
+	rowLoss, correct      device.Ptr
+	embRows, embOffs      device.Ptr
+	embIDs                device.Ptr
+}
+
+func newActs(d device.Device, a arch, batch, t int) (*acts, error) {
+	rows := batch * t
+	x := &acts{rows: rows, batch: batch, t: t, mem: bufs{d: d}}
+	m := &x.mem
+	C, H, V := a.C, a.H, a.V
+	for range a.L + 1 {
+		x.res = append(x.res, m.f32(rows*C))
+	}
+	for range a.L {
+		la := layerActs{ln1: m.f32(rows * C), ln1Mean: m.f32(rows), ln1Rstd: m.f32(rows), qkv: m.f32(rows * 3 * C),
+			y: m.f32(rows * C), lse: m.f32(batch * a.nh * t), mid: m.f32(rows * C),
+			ln2: m.f32(rows * C), ln2Mean: m.f32(rows), ln2Rstd: m.f32(rows), h: m.f32(rows * H), act: m.f32(rows * H)}
+		if a.swiglu {
+			la.up = m.f32(rows * H)
+		}
+		x.layers = append(x.layers, la)
+	}
+	x.lnf, x.lnfMean, x.lnfRstd = m.f32(rows*C), m.f32(rows), m.f32(rows)
+	x.logits = m.f32(rows * V)
+	x.dres, x.dtmp, x.dln, x.dy = m.f32(rows*C), m.f32(rows*C), m.f32(rows*C), m.f32(rows*C)
+	x.dqkv, x.dh, x.dact = m.f32(rows*3*C), m.f32(rows*H), m.f32(rows*H)
+	if a.swiglu {
+		x.dup = m.f32(rows * H)
+	}
+	x.D = m.f32(batch * a.nh * t)
+	x.tokens, x.pos, x.seg, x.targets, x.weights = m.alloc(4*rows), m.alloc(4*rows), m.alloc(4*rows), m.alloc(4*rows), m.f32(rows)
+	x.rowLoss, x.correct = m.alloc(8*rows), m.alloc(4*rows)
+	x.embRows, x.embOffs, x.embIDs = m.alloc(4*rows), m.alloc(4*(rows+1)), m.alloc(4*rows)
+	if m.err != nil {
+		m.free()
+		return nil, m.err
+	}
+	return x, nil
+}
+
+// pass describes one forward pass.
+type pass struct {
+	b, t   int
+	tokens []int32
+	segs   []int32 // nil: every row is one segment
+	train  bool
+	seed   uint64
+	pos    []int32 // filled by forward
+}
+
+// Dropout / noise sites, as the CPU backend numbers them.
+func siteOf(layer, kind int) uint64 { return uint64(1 + layer*3 + kind) } // kind 0 attn, 1 proj, 2 mlp
+
+// dropParams returns the kernel's threshold and keep factor (thr 0: no dropout).
+func dropParams(p float64, on bool) (thr uint64, keep float32) {
+	if !on || p == 0 {
+		return 0, 1
+	}
+	return uint64(math.Ceil(p * (1 << 53))), float32(1 / (1 - p))
+}
+
+// model is the network on a device: parameters, gradients, Adam moments (one flat fp32
+// buffer each, in the host's parameter order) and the RoPE tables.
+type model struct {
+	a             arch
+	lay           *layout
+	q             *queue
+	mem           bufs
+	params, grads device.Ptr
+	adamM, adamV  device.Ptr
+	w, g          weights
+	ropeCos       device.Ptr
+	ropeSin       device.Ptr
+	partial       device.Ptr
+	x             *acts
+}
+
+func newModel(d device.Device, a arch, lay *layout) (*model, error) {
+	m := &model{a: a, lay: lay, q: &queue{d: d}, mem: bufs{d: d}}
+	b := &m.mem
+	m.params, m.grads, m.adamM, m.adamV = b.f32(lay.total), b.f32(lay.total), b.f32(lay.total), b.f32(lay.total)
+	m.partial = b.alloc(8 * kernels.SumsqGrid)
+	if !a.learnedPos {
+		half := a.hd / 2
+		m.ropeCos, m.ropeSin = b.f32(a.block*half), b.f32(a.block*half)
+	}
+	if b.err != nil {
+		b.free()
+		return nil, fmt.Errorf("allocating the model (%d parameters): %w", lay.total, b.err)
+	}
+	for _, p := range []device.Ptr{m.params, m.grads, m.adamM, m.adamV} {
+		m.q.zero(p, 4*lay.total)
+	}
+	if !a.learnedPos {
+		half := a.hd / 2
+		cos, sin := make([]float32, a.block*half), make([]float32, a.block*half)
+		for t := 0; t < a.block; t++ {
+			for i := 0; i < half; i++ {
+				freq := 1 / math.Pow(a.ropeTheta, float64(2*i)/float64(a.hd))
+				ang := float64(t) / a.ropeScale * freq
+				cos[t*half+i], sin[t*half+i] = float32(math.Cos(ang)), float32(math.Sin(ang))
+			}
+		}
+		m.q.up(m.ropeCos, bytesOf(cos))
+		m.q.up(m.ropeSin, bytesOf(sin))
+	}
+	m.w, m.g = viewWeights(a, lay, m.params), viewWeights(a, lay, m.grads)
+	return m, m.q.err
+}
+
+func (m *model) free() {
+	if m.x != nil {
+		m.x.mem.free()
+		m.x = nil
+	}
+	m.mem.free()
+}
+
+// ensure sizes the activations for b rows of t tokens (reallocating when they grow).
+func (m *model) ensure(b, t int) error {
+	if x := m.x; x != nil && b*t <= x.rows && b*m.a.nh*t <= x.batch*m.a.nh*x.t && b <= x.batch {
+		return nil
+	}
+	nb, nt := b, t
+	if m.x != nil {
+		nb, nt = max(b, m.x.batch), max(t, m.x.t)
+		m.x.mem.free()
+		m.x = nil
+	}
+	x, err := newActs(m.q.d, m.a, nb, nt)
+	if err != nil {
+		return fmt.Errorf("allocating activations for %d×%d tokens: %w", nb, nt, err)
+	}
+	m.x = x
+	return nil
+}
+
+// positions returns each token's position (restarting at segment changes when asked).
+func positions(a arch, ps pass) []int32 {
+	pos := make([]int32, ps.b*ps.t)
+	for r := 0; r < ps.b; r++ {
+		start := 0
+		for i := 0; i < ps.t; i++ {
+			if ps.segs != nil && a.segReset && i > 0 && ps.segs[r*ps.t+i] != ps.segs[r*ps.t+i-1] {
+				start = i
+			}
+			pos[r*ps.t+i] = int32(i - start)
+		}
+	}
+	return pos
+}
+
+// forward runs the network up to the logits (x.logits[:n·V]).
+func (m *model) forward(ps *pass) error {
+	a, q := m.a, m.q
+	if err := m.ensure(ps.b, ps.t); err != nil {
+		return err
+	}
+	x := m.x
+	n, C, H := ps.b*ps.t, a.C, a.H
+	ps.pos = positions(a, *ps)
+	q.up(x.tokens, bytesOf(ps.tokens))
+	q.up(x.pos, bytesOf(ps.pos))
+	seg := device.Ptr(0)
+	if ps.segs != nil {
+		seg = x.seg
+		q.up(seg, bytesOf(ps.segs))
+	}
+	drop := ps.train && a.dropout > 0
+	thr, keep := dropParams(a.dropout, drop)
+
+	q.k("embed_fwd", device.D1(n), device.D1(kernels.NormBlock), x.res[0], m.w.wte, m.w.wpe, x.tokens, x.pos, int32(n), int32(C))
+	if ps.train && a.neftune > 0 {
+		q.elt("neftune", n*C, x.res[0], int64(n*C), ps.seed, a.neftune/math.Sqrt(float64(ps.t*C)))
+	}
+	for l := 0; l < a.L; l++ {
+		w, la := &m.w.layers[l], &x.layers[l]
+		in, out := x.res[l], x.res[l+1]
+		q.normFwd(a, la.ln1, la.ln1Mean, la.ln1Rstd, in, w.ln1W, w.ln1B, n)
+		q.linearFwd(la.qkv, la.ln1, w.qkvW, w.qkvB, n, C, 3*C)
+		if !a.learnedPos {
+			q.elt("rope", n*a.nh*(a.hd/2), la.qkv, x.pos, m.ropeCos, m.ropeSin, int32(n), int32(C), int32(a.nh), int32(0))
+		}
+		q.k("attn_fwd", device.D2(device.Blocks(ps.t, kernels.AttBQ), ps.b*a.nh), device.D1(kernels.AttBQ),
+			la.y, la.lse, la.qkv, la.qkv.F32(C), la.qkv.F32(2*C), seg,
+			int32(ps.t), int32(ps.t), int32(0), int32(a.nh), int32(a.hd), int32(3*C), int32(3*C), int32(C),
+			ps.seed, siteOf(l, 0), thr, keep)
+		q.linearFwd(la.mid, la.y, w.projW, w.projB, n, C, C)
+		q.elt("residual_add", n*C, la.mid, in, int64(n*C), ps.seed, siteOf(l, 1), thr, keep)
+
+		q.normFwd(a, la.ln2, la.ln2Mean, la.ln2Rstd, la.mid, w.ln2W, w.ln2B, n)
+		if a.swiglu {
+			q.linearFwd(la.h, la.ln2, w.gateW, 0, n, C, H)
+			q.linearFwd(la.up, la.ln2, w.upW, 0, n, C, H)
+			q.elt("swiglu_fwd", n*H, la.act, la.h, la.up, int64(n*H))
+			q.linearFwd(out, la.act, w.downW, 0, n, H, C)
+		} else {
+			q.linearFwd(la.h, la.ln2, w.fc1W, w.fc1B, n, C, H)
+			q.elt("gelu_fwd", n*H, la.act, la.h, int64(n*H))
+			q.linearFwd(out, la.act, w.fc2W, w.fc2B, n, H, C)
+		}
+		q.elt("residual_add", n*C, out, la.mid, int64(n*C), ps.seed, siteOf(l, 2), thr, keep)
+	}
+	q.normFwd(a, x.lnf, x.lnfMean, x.lnfRstd, x.res[a.L], m.w.lnfW, m.w.lnfB, n)
+	q.linearFwd(x.logits, x.lnf, m.w.lmW, m.w.lmB, n, C, a.V)
+	return q.err
+}
+
+// lossTotals are a pass's loss statistics.
+type lossTotals struct {
+	lossSum, weightSum float64
+	correct, counted   uint64
+}
+
+// loss runs the fused classifier over the last forward's logits; with grad the logits
+// become scale·∂(Σw·CE)/∂logits.
+func (m *model) loss(n int, targets []int32, weights []float32, scale float64, grad bool) (lossTotals, error) {
+	q, x := m.q, m.x
+	q.up(x.targets, bytesOf(targets))
+	q.up(x.weights, bytesOf(weights))
+	q.k("xent", device.D1(n), device.D1(kernels.NormBlock), x.logits, x.targets, x.weights, x.rowLoss, x.correct,
+		int32(n), int32(m.a.V), scale, b2i(grad))
+	rl, cr := make([]float64, n), make([]int32, n)
+	q.down(bytesOf(rl), x.rowLoss)
+	q.down(bytesOf(cr), x.correct)
+	var t lossTotals
+	for r := range n {
+		if weights[r] > 0 {
+			t.lossSum += rl[r]
+			t.weightSum += float64(weights[r])
+			t.counted++
+			t.correct += uint64(cr[r])
+		}
+	}
+	return t, q.err
+}
+
+// groups builds the CSR lists of rows per distinct id (ids ascending, rows in order).
+func groups(ids []int32) (rows, offs, uniq []int32) {
+	order := make([]int32, len(ids))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortStableFunc(order, func(x, y int32) int { return int(ids[x]) - int(ids[y]) })
+	for i, r := range order {
+		if i == 0 || ids[r] != ids[order[i-1]] {
+			uniq = append(uniq, ids[r])
+			offs = append(offs, int32(i))
+		}
+	}
+	return order, append(offs, int32(len(ids))), uniq
+}
+
+func (m *model) embedBwd(table, d device.Ptr, ids []int32) {
+	rows, offs, uniq := groups(ids)
+	x, q := m.x, m.q
+	q.up(x.embRows, bytesOf(rows))
+	q.up(x.embOffs, bytesOf(offs))
+	q.up(x.embIDs, bytesOf(uniq))
+	q.k("embed_bwd", device.D1(len(uniq)), device.D1(kernels.NormBlock), table, d, x.embRows, x.embOffs, x.embIDs, int32(m.a.C))
+}
+
+// backward adds the parameter gradients of the last forward pass (whose logits now hold
+// ∂loss/∂logits) to the gradient buffer.
+func (m *model) backward(ps *pass) error {
+	a, q, x := m.a, m.q, m.x
+	n, C, H, V := ps.b*ps.t, a.C, a.H, a.V
+	seg := device.Ptr(0)
+	if ps.segs != nil {
+		seg = x.seg
+	}
+	drop := ps.train && a.dropout > 0
+	thr, keep := dropParams(a.dropout, drop)
+
+	q.linearBwd(x.dln, m.g.lmW, m.g.lmB, x.logits, x.lnf, m.w.lmW, n, C, V, false)
+	q.zero(x.dres, 4*n*C)
+	q.normBwd(a, x.dres, m.g.lnfW, m.g.lnfB, x.dln, x.res[a.L], x.lnfMean, x.lnfRstd, m.w.lnfW, n)
+	for l := a.L - 1; l >= 0; l-- {
+		w, g, la := &m.w.layers[l], &m.g.layers[l], &x.layers[l]
+		dm := x.dres
+		if drop {
+			q.elt("mask_mul", n*C, x.dtmp, x.dres, int64(n*C), ps.seed, siteOf(l, 2), thr, keep)
+			dm = x.dtmp
+		}
+		if a.swiglu {
+			q.linearBwd(x.dact, g.downW, 0, dm, la.act, w.downW, n, H, C, false)
+			q.elt("swiglu_bwd", n*H, x.dh, x.dup, x.dact, la.h, la.up, int64(n*H))
+			q.linearBwd(x.dln, g.gateW, 0, x.dh, la.ln2, w.gateW, n, C, H, false)
+			q.linearBwd(x.dln, g.upW, 0, x.dup, la.ln2, w.upW, n, C, H, true)
+		} else {
+			q.linearBwd(x.dact, g.fc2W, g.fc2B, dm, la.act, w.fc2W, n, H, C, false)
+			q.elt("gelu_bwd", n*H, x.dh, x.dact, la.h, int64(n*H))
+			q.linearBwd(x.dln, g.fc1W, g.fc1B, x.dh, la.ln2, w.fc1W, n, C, H, false)
+		}
+		q.normBwd(a, x.dres, g.ln2W, g.ln2B, x.dln, la.mid, la.ln2Mean, la.ln2Rstd, w.ln2W, n)
+
+		dp := x.dres
+		if drop {
+			q.elt("mask_mul", n*C, x.dtmp, x.dres, int64(n*C), ps.seed, siteOf(l, 1), thr, keep)
+			dp = x.dtmp
+		}
+		q.linearBwd(x.dy, g.projW, g.projB, dp, la.y, w.projW, n, C, C, false)
+		q.elt("attn_bwd_pre", ps.b*a.nh*ps.t, x.D, x.dy, la.y, int32(ps.b), int32(ps.t), int32(a.nh), int32(a.hd), int32(C))
+		grid := device.D2(device.Blocks(ps.t, kernels.AttBQ), ps.b*a.nh)
+		q.k("attn_bwd_dq", grid, device.D1(kernels.AttBQ), x.dqkv, la.qkv, la.qkv.F32(C), la.qkv.F32(2*C), x.dy, la.lse, x.D, seg,
+			int32(ps.t), int32(a.nh), int32(a.hd), int32(3*C), int32(C), ps.seed, siteOf(l, 0), thr, keep)
+		q.k("attn_bwd_dkv", grid, device.D1(kernels.AttBK), x.dqkv.F32(C), x.dqkv.F32(2*C), la.qkv, la.qkv.F32(C), la.qkv.F32(2*C),
+			x.dy, la.lse, x.D, seg, int32(ps.t), int32(a.nh), int32(a.hd), int32(3*C), int32(C), ps.seed, siteOf(l, 0), thr, keep)
+		if !a.learnedPos {
+			q.elt("rope", n*a.nh*(a.hd/2), x.dqkv, x.pos, m.ropeCos, m.ropeSin, int32(n), int32(C), int32(a.nh), int32(1))
+		}
+		q.linearBwd(x.dln, g.qkvW, g.qkvB, x.dqkv, la.ln1, w.qkvW, n, C, 3*C, false)
+		q.normBwd(a, x.dres, g.ln1W, g.ln1B, x.dln, x.res[l], la.ln1Mean, la.ln1Rstd, w.ln1W, n)
+	}
+	m.embedBwd(m.g.wte, x.dres, ps.tokens)
+	if a.learnedPos {
+		m.embedBwd(m.g.wpe, x.dres, ps.pos)
+	}
+	return q.err
+}
+
+// gradNorm is the global L2 norm of the gradients (fixed-order partial sums in float64).
+func (m *model) gradNorm() (float64, error) {
+	q := m.q
+	q.k("sumsq", device.D1(kernels.SumsqGrid), device.D1(256), m.partial, m.grads, int64(m.lay.total))
+	part := make([]float64, kernels.SumsqGrid)
+	q.down(bytesOf(part), m.partial)
+	var s float64
+	for _, v := range part {
+		s += v
+	}
+	return math.Sqrt(s), q.err
+}
+
+// adamStep clips and applies one AdamW step (steps is the step number after this one),
+// zeroing the gradients; consecutive tensors with the same decay share a launch.
+func (m *model) adamStep(o optimizer, steps uint64, lr, wd, clip float64) (float64, error) {
+	norm, err := m.gradNorm()
+	if err != nil {
+		return 0, err
+	}
+	gscale := float32(1)
+	if clip > 0 {
+		if coef := clip / (norm + 1e-6); coef < 1 {
+			gscale = float32(coef)
+		}
+	}
+	bc1 := 1 - math.Pow(o.beta1, float64(steps))
+	bc2 := 1 - math.Pow(o.beta2, float64(steps))
+	b1, b2 := float32(o.beta1), float32(o.beta2)
+	slots := m.lay.slots
+	for i := 0; i < len(slots); {
+		j := i
+		for j < len(slots) && slots[j].decay == slots[i].decay {
+			j++
+		}
+		off, cnt := slots[i].off, slots[j-1].off+slots[j-1].n-slots[i].off
+		decay := float32(1)
+		if slots[i].decay {
+			decay = float32(1 - lr*wd)
+		}
+		m.q.elt("adamw", cnt, m.params.F32(off), m.grads.F32(off), m.adamM.F32(off), m.adamV.F32(off), int64(cnt),
+			gscale, b1, 1-b1, b2, 1-b2, float32(math.Sqrt(bc2)), float32(o.eps), decay, float32(lr/bc1))
+		i = j
+	}
+	return norm, m.q.err
+}
+
+// optimizer holds AdamW's hyper-parameters and step count.
+type optimizer struct {
+	beta1, beta2, eps float64
+	steps             uint64
+}
+
+// readF32 copies n floats from the device.
+func (m *model) readF32(p device.Ptr, n int) ([]float32, error) {
+	out := make([]float32, n)
+	err := m.q.d.DtoH(bytesOf(out), p)
+	return out, err
+}
+
+// le32 is little-endian float32 bytes of v (host order on every supported platform).
+func le32(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}
