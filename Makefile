@@ -6,7 +6,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PLUGINS   := $(notdir $(wildcard plugins/*))
 DEMO_DIR  ?= runs/demo
 
-.PHONY: build test vet demo bench bench-cpu proto proto-check proto-breaking conformance clean
+.PHONY: build test vet demo bench bench-cpu proto proto-check proto-breaking conformance clean cuda-check
 
 ## build: the mypt CLI and every shipped backend plugin, side by side in bin/
 build:
@@ -28,7 +28,8 @@ vet:
 ## demo: the seed's Phase 3a workflow end to end on the CPU backend and shipped demo data
 demo: build
 	rm -rf $(DEMO_DIR)
-	$(BIN)/mypt prepare --input configs/data/chat_demo.jsonl --output $(DEMO_DIR)/data --tokenization gpt2 --val_split 0.1
+	$(BIN)/mypt demo-data --output $(DEMO_DIR)/chat_demo.jsonl
+	$(BIN)/mypt prepare --input $(DEMO_DIR)/chat_demo.jsonl --output $(DEMO_DIR)/data --tokenization gpt2 --val_split 0.1
 	$(BIN)/mypt backends
 	$(BIN)/mypt train --config configs/chat_demo.json --dataset $(DEMO_DIR)/data --output $(DEMO_DIR)/model --backend cpu
 	$(BIN)/mypt generate --model $(DEMO_DIR)/model --chat --user "Reverse the word: garden" --preset deterministic --max_new_tokens 24

@@ -57,3 +57,14 @@ func (p *PyRandom) Shuffle(n int, swap func(i, j int)) {
 		swap(i, j)
 	}
 }
+
+// Random is random.random(): a 53-bit float in [0, 1) from two draws.
+func (p *PyRandom) Random() float64 {
+	a, b := p.mt.Uint32()>>5, p.mt.Uint32()>>6
+	return (float64(a)*67108864 + float64(b)) / 9007199254740992
+}
+
+// RandInt is random.randint(a, b): uniform in [a, b].
+func (p *PyRandom) RandInt(a, b int) int {
+	return a + p.RandBelow(b-a+1)
+}

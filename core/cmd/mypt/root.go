@@ -30,6 +30,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", defaultLevel, "log level: debug, info, warn, error (env MYPT_LOG_LEVEL)")
 	root.AddCommand(
+		newDemoDataCmd(),
 		newPrepareCmd(),
 		newDatasetCmd(),
 		newBackendsCmd(),
