@@ -1,0 +1,594 @@
+// Package xla is mypt's XLA backend: the GPT-2 / LLaMA style transformer of backends/cpu
+// written as a GoMLX (v0.25.0) graph, differentiated by GoMLX's reverse-mode autodiff and
+// compiled by XLA through PJRT (github.com/gomlx/gopjrt). With a PJRT plugin (a .so such as
+// JAX's CUDA plugin) it runs on that device; without one it runs the very same graphs on
+// GoMLX's pure-Go simplego engine, which is how CI tests it.
+//
+// Parameters, gradients and AdamW moments live as engine tensors (device memory under
+// PJRT). Every call is one compiled program: forward+backward with in-graph gradient
+// accumulation, evaluation, clipping+AdamW, KV-cache prefill and decode; each compiles once
+// per input shape (batch, seq_len, cache capacity) and is cached. See docs/XLA.md.
+package xla
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/mypt/mypt/sdk"
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+)
+
+// Version is the backend's own semantic version.
+const Version = "0.1.0"
+
+// Options configure a Backend.
+type Options struct {
+	// PJRTPlugin is the path of a PJRT plugin .so to run on; empty runs GoMLX's pure-Go
+	// simplego engine.
+	PJRTPlugin string
+	// Logger receives diagnostics; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// OptionsFromEnv reads the plugin path from $PJRT_PLUGIN_LIBRARY_PATH.
+func OptionsFromEnv() Options {
+	return Options{PJRTPlugin: os.Getenv(PluginEnv)}
+}
+
+// Backend implements sdk.Backend with GoMLX. Calls are serialised by a mutex.
+type Backend struct {
+	sdk.UnimplementedBackend
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	eng     *engine // started on first use
+	engErr  error
+	session *session // nil before Configure and after Shutdown
+}
+
+// session is everything one Configure builds.
+type session struct {
+	a      arch
+	lay    *layout
+	net    *net
+	prog   *programs
+	beta1  float64
+	beta2  float64
+	eps    float64
+	steps  uint64
+	state  [4][]*tensors.Tensor // by role index: params, grads, adam m, adam v
+	caches map[uint64]*kvCache
+	nextID uint64
+}
+
+const (
+	roleParam = iota
+	roleGrad
+	roleM
+	roleV
+)
+
+// New returns an XLA backend; the engine starts on first use.
+func New(opts Options) *Backend {
+	l := opts.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	return &Backend{opts: opts, log: l}
+}
+
+var _ sdk.Backend = (*Backend)(nil)
+
+// engineLocked starts the engine once; b.mu must be held.
+func (b *Backend) engineLocked() (*engine, error) {
+	if b.eng == nil && b.engErr == nil {
+		b.eng, b.engErr = newEngine(b.opts.PJRTPlugin)
+		if b.engErr != nil {
+			b.engErr = sdk.FailedPrecondition("xla engine: %v", b.engErr)
+		} else {
+			b.log.Debug("xla backend engine started", "engine", b.eng.name, "device", b.eng.device.Name)
+		}
+	}
+	return b.eng, b.engErr
+}
+
+// GetInfo describes the backend and the engine in use.
+func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	eng, err := b.engineLocked()
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetInfoResponse{
+		Name: "xla", Version: Version, ProtocolVersion: sdk.ProtocolVersion,
+		Devices: []*pb.Device{eng.device},
+		Capabilities: &pb.Capabilities{
+			PosEncodings:  []pb.PosEncoding{pb.PosEncoding_POS_ENCODING_LEARNED, pb.PosEncoding_POS_ENCODING_ROPE},
+			MlpTypes:      []pb.MLPType{pb.MLPType_MLP_TYPE_GELU, pb.MLPType_MLP_TYPE_SWIGLU},
+			NormTypes:     []pb.NormType{pb.NormType_NORM_TYPE_LAYERNORM, pb.NormType_NORM_TYPE_RMSNORM},
+			ParamDtypes:   []pb.DType{pb.DType_DTYPE_F32},
+			ComputeDtypes: []pb.DType{pb.DType_DTYPE_F32},
+			Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
+				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
+				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE},
+			MaxStateChunkBytes: sdk.MaxChunkBytes,
+		},
+		Engine: eng.name,
+	}, nil
+}
+
+// Configure builds the model, its programs and zeroed state, discarding any previous session.
+func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+	a, err := archFromSpec(req.GetModel())
+	if err != nil {
+		return nil, err
+	}
+	lay, err := layoutFromSpec(a, req.GetModel().GetParams())
+	if err != nil {
+		return nil, err
+	}
+	o := req.GetOptimizer()
+	if o == nil {
+		return nil, sdk.InvalidArgument("optimizer", "missing")
+	}
+	if !(o.Beta1 >= 0 && o.Beta1 < 1) {
+		return nil, sdk.InvalidArgument("optimizer.beta1", "must be in [0,1), got %v", o.Beta1)
+	}
+	if !(o.Beta2 >= 0 && o.Beta2 < 1) {
+		return nil, sdk.InvalidArgument("optimizer.beta2", "must be in [0,1), got %v", o.Beta2)
+	}
+	if !(o.Eps > 0) {
+		return nil, sdk.InvalidArgument("optimizer.eps", "must be positive, got %v", o.Eps)
+	}
+	if pr := req.GetPrecision(); pr != nil {
+		if pr.ParamDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ParamDtype != pb.DType_DTYPE_F32 {
+			return nil, sdk.InvalidArgument("precision.param_dtype", "only F32 is supported, got %v", pr.ParamDtype)
+		}
+		if pr.ComputeDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ComputeDtype != pb.DType_DTYPE_F32 {
+			return nil, sdk.InvalidArgument("precision.compute_dtype", "only F32 is supported, got %v", pr.ComputeDtype)
+		}
+	}
+	if req.Deterministic {
+		return nil, sdk.Unimplemented("deterministic mode (FEATURE_DETERMINISTIC)")
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	eng, err := b.engineLocked()
+	if err != nil {
+		return nil, err
+	}
+	b.closeSession()
+	ops := eng.be.Capabilities().Operations
+	n := &net{a: a, lay: lay, noPad: !ops[backends.OpTypePad], noDUS: !ops[backends.OpTypeDynamicUpdateSlice]}
+	prog, err := newPrograms(eng.be, n)
+	if err != nil {
+		return nil, fmt.Errorf("configure: %w", err)
+	}
+	s := &session{a: a, lay: lay, net: n, prog: prog, beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps,
+		caches: map[uint64]*kvCache{}}
+	for r := range s.state {
+		s.state[r] = make([]*tensors.Tensor, len(lay.slots))
+		for i, sl := range lay.slots {
+			s.state[r][i] = tensors.FromFlatDataAndDimensions(make([]float32, sl.n), toInts(sl.shape)...)
+		}
+	}
+	b.session = s
+	return &pb.ConfigureResponse{ParameterCount: uint64(lay.total), MemoryBytes: uint64(4 * 4 * lay.total)}, nil
+}
+
+func (s *session) close() {
+	for _, c := range s.caches {
+		c.free()
+	}
+	for _, role := range s.state {
+		freeAll(role)
+	}
+	s.prog.close()
+}
+
+func freeAll(ts []*tensors.Tensor) {
+	for _, t := range ts {
+		if t != nil {
+			_ = t.FinalizeAll()
+		}
+	}
+}
+
+func (b *Backend) closeSession() {
+	if b.session != nil {
+		b.session.close()
+		b.session = nil
+	}
+}
+
+// Shutdown frees the session; the engine stays up for a later Configure.
+func (b *Backend) Shutdown(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closeSession()
+	return nil
+}
+
+func (b *Backend) lockSession() (*session, error) {
+	b.mu.Lock()
+	if b.session == nil {
+		b.mu.Unlock()
+		return nil, sdk.FailedPrecondition("backend is not configured: call Configure first")
+	}
+	return b.session, nil
+}
+
+func roleIndex(r pb.TensorRole) int {
+	switch r {
+	case pb.TensorRole_TENSOR_ROLE_PARAM:
+		return roleParam
+	case pb.TensorRole_TENSOR_ROLE_GRAD:
+		return roleGrad
+	case pb.TensorRole_TENSOR_ROLE_ADAM_M:
+		return roleM
+	case pb.TensorRole_TENSOR_ROLE_ADAM_V:
+		return roleV
+	}
+	return -1
+}
+
+// SetState loads named tensors and clears the accumulated gradients.
+func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	if h := r.Header(); h != nil {
+		s.steps = h.OptimizerSteps
+	}
+	var count uint32
+	for i := 0; ; i++ {
+		t, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading state tensor %d: %w", i, err)
+		}
+		field := fmt.Sprintf("tensor[%s]", t.Name)
+		idx, ok := s.lay.byName[t.Name]
+		if !ok {
+			return nil, sdk.NotFound("tensor %q is not a parameter of this model", t.Name)
+		}
+		sl := s.lay.slots[idx]
+		if t.Role == pb.TensorRole_TENSOR_ROLE_GRAD {
+			return nil, sdk.InvalidArgument(field+".role", "gradients are read-only")
+		}
+		ri := roleIndex(t.Role)
+		if ri < 0 {
+			return nil, sdk.InvalidArgument(field+".role", "unsupported role %v", t.Role)
+		}
+		if !slices.Equal(t.Shape, sl.shape) {
+			return nil, sdk.InvalidArgument(field+".shape", "got %v, the model has %v", t.Shape, sl.shape)
+		}
+		vals, err := decodeF32(t.Data, sl.n, t.DType)
+		if err != nil {
+			return nil, sdk.InvalidArgument(field, "%v", err)
+		}
+		old := s.state[ri][idx]
+		s.state[ri][idx] = tensors.FromFlatDataAndDimensions(vals, toInts(sl.shape)...)
+		_ = old.FinalizeAll()
+		count++
+	}
+	s.zeroGrads()
+	return &pb.SetStateResponse{TensorsReceived: count}, nil
+}
+
+func (s *session) zeroGrads() {
+	for i, sl := range s.lay.slots {
+		old := s.state[roleGrad][i]
+		s.state[roleGrad][i] = tensors.FromFlatDataAndDimensions(make([]float32, sl.n), toInts(sl.shape)...)
+		_ = old.FinalizeAll()
+	}
+}
+
+// GetState writes the requested tensors in the host's parameter order.
+func (b *Backend) GetState(_ context.Context, req *pb.GetStateRequest, w sdk.StateWriter) error {
+	s, err := b.lockSession()
+	if err != nil {
+		return err
+	}
+	defer b.mu.Unlock()
+	roles := req.GetRoles()
+	if len(roles) == 0 {
+		roles = []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V}
+	}
+	for i, r := range roles {
+		if roleIndex(r) < 0 {
+			return sdk.InvalidArgument(fmt.Sprintf("roles[%d]", i), "unsupported role %v", r)
+		}
+	}
+	dtype := req.GetDtype()
+	if dtype == pb.DType_DTYPE_UNSPECIFIED {
+		dtype = pb.DType_DTYPE_F32
+	}
+	if elemSize(dtype) == 0 {
+		return sdk.InvalidArgument("dtype", "unsupported %v", dtype)
+	}
+	idxs := make([]int, len(s.lay.slots))
+	for i := range idxs {
+		idxs[i] = i
+	}
+	if names := req.GetNames(); len(names) > 0 {
+		idxs = idxs[:0]
+		for i, n := range names {
+			idx, ok := s.lay.byName[n]
+			if !ok {
+				return sdk.NotFound("names[%d]: tensor %q is not a parameter of this model", i, n)
+			}
+			idxs = append(idxs, idx)
+		}
+	}
+	if err := w.WriteHeader(&pb.StateHeader{OptimizerSteps: s.steps, TensorCount: uint32(len(idxs) * len(roles))}); err != nil {
+		return fmt.Errorf("writing state header: %w", err)
+	}
+	for _, r := range roles {
+		for _, idx := range idxs {
+			sl := s.lay.slots[idx]
+			vals, err := hostF32(s.state[roleIndex(r)][idx])
+			if err != nil {
+				return fmt.Errorf("reading tensor %s: %w", sl.name, err)
+			}
+			t := &sdk.Tensor{Name: sl.name, Role: r, Shape: slices.Clone(sl.shape), DType: dtype, Data: encodeF32(vals, dtype)}
+			if err := w.WriteTensor(t); err != nil {
+				return fmt.Errorf("writing tensor %s: %w", sl.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// hostF32 copies a float32 tensor to the host.
+func hostF32(t *tensors.Tensor) (out []float32, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	return tensors.MustCopyFlatData[float32](t), nil
+}
+
+func hostI32(t *tensors.Tensor) (out []int32, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	return tensors.MustCopyFlatData[int32](t), nil
+}
+
+// validate checks a batch the way backends/cpu does (sdk.ValidateBatch plus the
+// FEATURE_PACKED_SEGMENTS length rule).
+func (s *session) validate(bt *pb.Batch) error {
+	return sdk.ValidateBatch("batch", bt, s.a.V, s.a.block)
+}
+
+// targetsFor returns the targets with ignored (weight 0) entries replaced by 0, so
+// out-of-range ids there cannot reach the one-hot.
+func targetsFor(bt *pb.Batch) []int32 {
+	tg := slices.Clone(bt.Targets)
+	for i, w := range bt.LossWeights {
+		if w == 0 {
+			tg[i] = 0
+		}
+	}
+	return tg
+}
+
+func (s *session) paramArgs() []any {
+	args := make([]any, 0, len(s.lay.slots))
+	for _, t := range s.state[roleParam] {
+		args = append(args, t)
+	}
+	return args
+}
+
+func segsOf(bt *pb.Batch) []int32 {
+	if len(bt.SegmentIds) == 0 {
+		return nil
+	}
+	return bt.SegmentIds
+}
+
+// ForwardBackward runs one training micro-batch and accumulates grad_scale·∂loss_sum/∂θ.
+func (b *Backend) ForwardBackward(_ context.Context, req *pb.ForwardBackwardRequest) (*pb.ForwardBackwardResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	bt := req.GetBatch()
+	if err := s.validate(bt); err != nil {
+		return nil, err
+	}
+	if g := float64(req.GradScale); math.IsNaN(g) || math.IsInf(g, 0) {
+		return nil, sdk.InvalidArgument("grad_scale", "must be finite, got %v", req.GradScale)
+	}
+	B, T := int(bt.BatchSize), int(bt.SeqLen)
+	hi := batchInputs(s.a, B, T, segsOf(bt))
+	defer hi.finish()
+	args := s.paramArgs()
+	for _, t := range s.state[roleGrad] {
+		args = append(args, t)
+	}
+	args = append(args,
+		tensors.FromFlatDataAndDimensions(slices.Clone(bt.Tokens), B, T),
+		tensors.FromFlatDataAndDimensions(targetsFor(bt), B, T),
+		tensors.FromFlatDataAndDimensions(slices.Clone(bt.LossWeights), B, T),
+		tensors.FromScalar(req.GradScale))
+	for _, p := range hi.pos {
+		args = append(args, p)
+	}
+	args = append(args, hi.bias)
+	if s.prog.random {
+		rng, err := rngState(req.DropoutSeed)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, rng)
+	}
+	out, err := run(s.prog.train, args)
+	if err != nil {
+		return nil, err
+	}
+	ce, err := hostF32(out[0])
+	_ = out[0].FinalizeAll()
+	if err != nil {
+		freeAll(out[1:])
+		return nil, fmt.Errorf("forward_backward loss: %w", err)
+	}
+	freeAll(s.state[roleGrad])
+	copy(s.state[roleGrad], out[1:])
+	lossSum, weightSum := weighted(ce, bt.LossWeights)
+	return &pb.ForwardBackwardResponse{LossSum: lossSum, WeightSum: weightSum, Tokens: uint64(B * T)}, nil
+}
+
+// weighted returns Σ w·ce and Σ w in float64 over positions with w > 0.
+func weighted(ce, w []float32) (lossSum, weightSum float64) {
+	for i, x := range w {
+		if x > 0 {
+			lossSum += float64(x) * float64(ce[i])
+			weightSum += float64(x)
+		}
+	}
+	return lossSum, weightSum
+}
+
+// OptimizerStep clips, applies AdamW and zeroes the gradients, in one compiled program.
+func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest) (*pb.OptimizerStepResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	lr, wd := req.LearningRate, req.WeightDecay
+	if !(lr >= 0) || math.IsInf(lr, 0) {
+		return nil, sdk.InvalidArgument("learning_rate", "must be finite and ≥ 0, got %v", lr)
+	}
+	if !(wd >= 0) || math.IsInf(wd, 0) {
+		return nil, sdk.InvalidArgument("weight_decay", "must be finite and ≥ 0, got %v", wd)
+	}
+	if math.IsNaN(req.ClipNorm) {
+		return nil, sdk.InvalidArgument("clip_norm", "is NaN")
+	}
+	steps := s.steps + 1
+	bc1 := 1 - math.Pow(s.beta1, float64(steps))
+	bc2 := 1 - math.Pow(s.beta2, float64(steps))
+	b1, b2 := float32(s.beta1), float32(s.beta2)
+	hyper := make([]float32, numHyper)
+	hyper[hB1], hyper[hC1], hyper[hB2], hyper[hC2] = b1, 1-b1, b2, 1-b2
+	hyper[hBC2Sqrt] = float32(math.Sqrt(bc2))
+	hyper[hEps] = float32(s.eps)
+	hyper[hStepSize] = float32(lr / bc1)
+	hyper[hDecay] = float32(1 - lr*wd)
+	clip := req.ClipNorm
+	if math.IsInf(clip, 1) {
+		clip = 0 // +Inf never clips
+	}
+	args := make([]any, 0, 4*len(s.lay.slots)+2)
+	for _, r := range []int{roleParam, roleGrad, roleM, roleV} {
+		for _, t := range s.state[r] {
+			args = append(args, t)
+		}
+	}
+	args = append(args, tensors.FromFlatDataAndDimensions(hyper, numHyper), tensors.FromScalar(clip))
+	out, err := run(s.prog.opt, args)
+	if err != nil {
+		return nil, err
+	}
+	np := len(s.lay.slots)
+	normT := out[4*np]
+	norm, err := func() (v float64, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%v", r)
+			}
+		}()
+		return tensors.ToScalar[float64](normT), nil
+	}()
+	_ = normT.FinalizeAll()
+	if err != nil {
+		freeAll(out[:4*np])
+		return nil, fmt.Errorf("optimizer_step norm: %w", err)
+	}
+	for k, r := range []int{roleParam, roleM, roleV, roleGrad} {
+		freeAll(s.state[r])
+		copy(s.state[r], out[k*np:(k+1)*np])
+	}
+	s.steps = steps
+	return &pb.OptimizerStepResponse{GradNorm: norm, OptimizerSteps: s.steps}, nil
+}
+
+// Evaluate runs one batch without dropout or gradients.
+func (b *Backend) Evaluate(_ context.Context, req *pb.EvaluateRequest) (*pb.EvaluateResponse, error) {
+	s, err := b.lockSession()
+	if err != nil {
+		return nil, err
+	}
+	defer b.mu.Unlock()
+	bt := req.GetBatch()
+	if err := s.validate(bt); err != nil {
+		return nil, err
+	}
+	B, T := int(bt.BatchSize), int(bt.SeqLen)
+	hi := batchInputs(s.a, B, T, segsOf(bt))
+	defer hi.finish()
+	args := append(s.paramArgs(),
+		tensors.FromFlatDataAndDimensions(slices.Clone(bt.Tokens), B, T),
+		tensors.FromFlatDataAndDimensions(targetsFor(bt), B, T))
+	for _, p := range hi.pos {
+		args = append(args, p)
+	}
+	args = append(args, hi.bias)
+	e := s.prog.eval
+	if req.ReturnLogits {
+		e = s.prog.evalLog
+	}
+	out, err := run(e, args)
+	if err != nil {
+		return nil, err
+	}
+	defer freeAll(out)
+	ce, err := hostF32(out[0])
+	if err != nil {
+		return nil, fmt.Errorf("evaluate loss: %w", err)
+	}
+	am, err := hostI32(out[1])
+	if err != nil {
+		return nil, fmt.Errorf("evaluate argmax: %w", err)
+	}
+	resp := &pb.EvaluateResponse{}
+	resp.LossSum, resp.WeightSum = weighted(ce, bt.LossWeights)
+	for i, w := range bt.LossWeights {
+		if w > 0 {
+			resp.Counted++
+			if am[i] == bt.Targets[i] {
+				resp.Correct++
+			}
+		}
+	}
+	if req.ReturnLogits {
+		if resp.Logits, err = hostF32(out[2]); err != nil {
+			return nil, fmt.Errorf("evaluate logits: %w", err)
+		}
+	}
+	return resp, nil
+}

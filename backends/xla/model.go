@@ -1,0 +1,225 @@
+package xla
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	//lint:ignore ST1001 GoMLX graph code reads best with the dot import (GoMLX's own style)
+	. "github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/gomlx/gopjrt/dtypes"
+)
+
+// maskedScore is added to attention scores a query may not see: exp underflows to 0 while
+// the arithmetic stays finite (no -Inf − -Inf).
+const maskedScore = -1e30
+
+// net builds the transformer described by arch as GoMLX graph operations. Parameters are
+// graph inputs, in the layout's slot order.
+type net struct {
+	a   arch
+	lay *layout
+	// noPad is set on engines without the Pad op (simplego), which the gradient of Slice
+	// needs: pieces of an axis are then picked with one-hot masks instead of slices.
+	noPad bool
+	// noDUS is set on engines without DynamicUpdateSlice (simplego): Decode writes its cache
+	// row with a select instead.
+	noDUS bool
+}
+
+// pick returns x's i-th entry along axis (the axis is removed).
+func (n *net) pick(x *Node, axis, i int) *Node {
+	dims := x.Shape().Dimensions
+	if !n.noPad {
+		starts := make([]int, len(dims))
+		limits := slices.Clone(dims)
+		starts[axis], limits[axis] = i, i+1
+		ranges := make([]SliceAxisSpec, len(dims))
+		for k := range dims {
+			ranges[k] = AxisRange(starts[k], limits[k])
+		}
+		return Squeeze(Slice(x, ranges...), axis)
+	}
+	sel := make([]float32, dims[axis])
+	sel[i] = 1
+	bdims := make([]int, len(dims))
+	for k := range bdims {
+		bdims[k] = 1
+	}
+	bdims[axis] = dims[axis]
+	mask := BroadcastToDims(Reshape(Const(x.Graph(), sel), bdims...), dims...)
+	return ReduceSum(Mul(x, mask), axis)
+}
+
+// posInputs carry the per-token position information the host computes (positions restart
+// in every packed segment): learned position ids or the RoPE cos/sin tables.
+type posInputs struct {
+	pos      *Node // [B,T] int32 (learned positions)
+	cos, sin *Node // [B,T,hd/2] float32 (RoPE)
+}
+
+// kvHook lets a caller see (and replace) the keys and values of layer l, [B,T,nh,hd]
+// (keys after RoPE), before attention uses them: Prefill records them, Decode swaps in the
+// cache.
+type kvHook func(l int, k, v *Node) (*Node, *Node)
+
+// dropper draws the training-mode random masks from one RNG state.
+type dropper struct {
+	rng     *Node
+	dropout float64
+	neftune float64
+}
+
+func (d *dropper) uniform(shape shapes.Shape) *Node {
+	var u *Node
+	d.rng, u = RandomUniform(d.rng, shape)
+	return u
+}
+
+// drop applies inverted dropout to x (no-op when d is nil or dropout is 0).
+func (d *dropper) drop(x *Node) *Node {
+	if d == nil || d.dropout <= 0 {
+		return x
+	}
+	u := d.uniform(x.Shape())
+	keep := ConvertDType(GreaterOrEqual(u, Scalar(x.Graph(), dtypes.Float32, d.dropout)), dtypes.Float32)
+	return Mul(x, MulScalar(keep, 1/(1-d.dropout)))
+}
+
+// params maps parameter names to graph nodes.
+type params map[string]*Node
+
+func (n *net) paramMap(nodes []*Node) params {
+	p := make(params, len(nodes))
+	for i, s := range n.lay.slots {
+		p[s.name] = nodes[i]
+	}
+	return p
+}
+
+// tail reshapes a 1-D vector to rank r ([1,…,1,C]) for broadcasting.
+func tail(v *Node, r int) *Node {
+	dims := make([]int, r)
+	for i := range dims {
+		dims[i] = 1
+	}
+	dims[r-1] = v.Shape().Dimensions[0]
+	return Reshape(v, dims...)
+}
+
+// linear is x·Wᵀ (+ b): x [B,T,in], W [out,in] (PyTorch layout), b [out] or nil.
+func linear(x, w, b *Node) *Node {
+	y := Einsum("bti,oi->bto", x, w)
+	if b != nil {
+		y = Add(y, tail(b, 3))
+	}
+	return y
+}
+
+// norm is LayerNorm (biased variance, weight and bias) or RMSNorm over the last axis.
+func (n *net) norm(x, w, b *Node) *Node {
+	eps := n.a.eps
+	if n.a.layerNorm {
+		mean := ReduceAndKeep(x, ReduceMean, -1)
+		xc := Sub(x, mean)
+		v := ReduceAndKeep(Square(xc), ReduceMean, -1)
+		y := Mul(Mul(xc, Reciprocal(Sqrt(AddScalar(v, eps)))), tail(w, 3))
+		if b != nil {
+			y = Add(y, tail(b, 3))
+		}
+		return y
+	}
+	ms := ReduceAndKeep(Square(x), ReduceMean, -1)
+	return Mul(Mul(x, Reciprocal(Sqrt(AddScalar(ms, eps)))), tail(w, 3))
+}
+
+// rope rotates x [B,T,nh,hd] by the split-half ("rotate_half") convention.
+func (n *net) rope(x, cos, sin *Node) *Node {
+	dims := x.Shape().Dimensions
+	half := dims[3] / 2
+	c := BroadcastToDims(InsertAxes(cos, 2), dims[0], dims[1], dims[2], half)
+	s := BroadcastToDims(InsertAxes(sin, 2), dims[0], dims[1], dims[2], half)
+	halves := Reshape(x, dims[0], dims[1], dims[2], 2, half)
+	x1, x2 := n.pick(halves, 3, 0), n.pick(halves, 3, 1)
+	return Reshape(Stack([]*Node{Sub(Mul(x1, c), Mul(x2, s)), Add(Mul(x2, c), Mul(x1, s))}, 3), dims...)
+}
+
+// gelu is the exact erf GELU.
+func gelu(x *Node) *Node {
+	return Mul(MulScalar(x, 0.5), OnePlus(Erf(MulScalar(x, 1/math.Sqrt2))))
+}
+
+// forward returns the logits [B,T,V] for tokens [B,T]. bias [B,T,S] is added to the
+// attention scores (0 where allowed, maskedScore elsewhere); S is T unless hook substitutes
+// a longer key sequence. d is nil outside training.
+func (n *net) forward(p params, tokens *Node, pi posInputs, bias *Node, hook kvHook, d *dropper) *Node {
+	a := n.a
+	B, T := tokens.Shape().Dimensions[0], tokens.Shape().Dimensions[1]
+	wte := p["token_embedding_table.weight"]
+	x := Gather(wte, InsertAxes(tokens, -1)) // [B,T,C]
+	if a.learnedPos {
+		x = Add(x, Gather(p["position_embedding_table.weight"], InsertAxes(pi.pos, -1)))
+	}
+	if d != nil && d.neftune > 0 {
+		amp := d.neftune / math.Sqrt(float64(T*a.C))
+		u := d.uniform(x.Shape())
+		x = Add(x, MulScalar(AddScalar(MulScalar(u, 2), -1), amp))
+	}
+	biasH := InsertAxes(bias, 1) // [B,1,T,S]
+	scale := 1 / math.Sqrt(float64(a.hd))
+	for l := 0; l < a.L; l++ {
+		pre := fmt.Sprintf("blocks.%d.", l)
+		h := n.norm(x, p[pre+"ln1.weight"], p[pre+"ln1.bias"])
+		qkv := linear(h, p[pre+"sa.qkv.weight"], p[pre+"sa.qkv.bias"]) // [B,T,3C]
+		qkv3 := Reshape(qkv, B, T, 3, a.nh, a.hd)
+		q, k, v := n.pick(qkv3, 2, 0), n.pick(qkv3, 2, 1), n.pick(qkv3, 2, 2)
+		if !a.learnedPos {
+			q, k = n.rope(q, pi.cos, pi.sin), n.rope(k, pi.cos, pi.sin)
+		}
+		if hook != nil {
+			k, v = hook(l, k, v)
+		}
+		S := k.Shape().Dimensions[1]
+		scores := MulScalar(Einsum("bqhd,bkhd->bhqk", q, k), scale) // [B,nh,T,S]
+		scores = Add(scores, BroadcastToDims(biasH, B, a.nh, T, S))
+		att := d.drop(Softmax(scores, -1))
+		y := Einsum("bhqk,bkhd->bhqd", att, v)                  // [B,nh,T,hd]
+		y = Reshape(TransposeAllDims(y, 0, 2, 1, 3), B, T, a.C) // [B,T,C]
+		y = linear(y, p[pre+"sa.proj.weight"], p[pre+"sa.proj.bias"])
+		x = Add(x, d.drop(y))
+
+		h = n.norm(x, p[pre+"ln2.weight"], p[pre+"ln2.bias"])
+		var m *Node
+		if a.swiglu {
+			gate := linear(h, p[pre+"fwd.w_gate.weight"], nil)
+			up := linear(h, p[pre+"fwd.w_up.weight"], nil)
+			m = linear(Mul(Mul(gate, Sigmoid(gate)), up), p[pre+"fwd.w_down.weight"], nil)
+		} else {
+			m = linear(gelu(linear(h, p[pre+"fwd.net.0.weight"], p[pre+"fwd.net.0.bias"])),
+				p[pre+"fwd.net.2.weight"], p[pre+"fwd.net.2.bias"])
+		}
+		x = Add(x, d.drop(m))
+	}
+	x = n.norm(x, p["ln_f.weight"], p["ln_f.bias"])
+	lm := p["lm_head.weight"]
+	if a.tied {
+		lm = wte
+	}
+	return linear(x, lm, p["lm_head.bias"])
+}
+
+// crossEntropy returns the per-token CE [B,T] of logits [B,T,V] against targets [B,T]:
+// logsumexp(logits) − logits[target]. It is written to keep few [B,T,V] intermediates (the
+// target logit is a gather, not a one-hot product), which matters for large vocabularies.
+func crossEntropy(logits, targets *Node, V int) *Node {
+	dims := logits.Shape().Dimensions
+	B, T := dims[0], dims[1]
+	flat := Reshape(logits, B*T, V)
+	mx := StopGradient(ReduceAndKeep(flat, ReduceMax, -1))
+	lse := Add(Log(ReduceSum(Exp(Sub(flat, mx)), -1)), Reshape(mx, B*T))
+	rows := Iota(logits.Graph(), shapes.Make(dtypes.Int32, B*T, 1), 0)
+	idx := Concatenate([]*Node{rows, Reshape(targets, B*T, 1)}, 1)
+	picked := Gather(flat, idx) // [B·T]
+	return Reshape(Sub(lse, picked), B, T)
+}
