@@ -73,6 +73,10 @@ type Config struct {
 	LossNormalization string  `koanf:"loss_normalization" json:"loss_normalization"` // global | mypt
 	EarlyStopPatience int     `koanf:"early_stopping_patience" json:"early_stopping_patience"`
 	Truncation        string  `koanf:"truncation" json:"truncation"` // tail (MyPT) | head
+	// Precision is the backend's compute dtype: auto (bf16 matrix products on an
+	// accelerator that declares them, as MyPT autocasts on CUDA; fp32 otherwise),
+	// fp32 or bf16. Master weights and AdamW moments stay fp32.
+	Precision string `koanf:"precision" json:"precision"`
 }
 
 // Default returns mypt's defaults: MyPT's GPTConfig and train.py defaults
@@ -87,7 +91,7 @@ func Default() Config {
 		LearningRate: 3e-4, MaxIters: 1000, EvalInterval: 50, EvalIters: 200, GradClip: 1.0,
 		WeightDecay: 0.1, GradAccumSteps: 1,
 		Seed: 1337, Beta1: 0.9, Beta2: 0.95, AdamEps: 1e-8, MinLRRatio: 0.1,
-		LossNormalization: "global", Truncation: "tail",
+		LossNormalization: "global", Truncation: "tail", Precision: "auto",
 	}
 }
 
@@ -98,8 +102,8 @@ var acceptedIgnored = map[string]string{
 	"description":               "metadata",
 	"device":                    "the backend chooses its device",
 	"use_checkpoint":            "activation checkpointing is a backend matter",
-	"use_amp":                   "precision is chosen per backend (--precision)",
-	"amp_dtype":                 "precision is chosen per backend (--precision)",
+	"use_amp":                   "the precision key (auto | fp32 | bf16) chooses the compute dtype",
+	"amp_dtype":                 "the precision key (auto | fp32 | bf16) chooses the compute dtype",
 	"save_dtype":                "training checkpoints are fp32; export chooses the deploy dtype",
 	"eval_sets":                 "extra eval sets are not supported yet",
 	"eval_seed":                 "evals draw from a fixed val order, no reseeding needed",

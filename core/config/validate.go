@@ -78,6 +78,7 @@ func (c *Config) Validate() error {
 	oneOf("batch_sampling_mode", c.BatchSamplingMode, "epoch", "random")
 	oneOf("loss_normalization", c.LossNormalization, "global", "mypt")
 	oneOf("truncation", c.Truncation, "tail", "head")
+	oneOf("precision", c.Precision, "auto", "fp32", "bf16")
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
 	}

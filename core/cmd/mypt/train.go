@@ -138,6 +138,7 @@ func addConfigFlags(f *pflag.FlagSet) {
 	f.Int64("seed", d.Seed, "seed for initialisation and dropout")
 	f.Int("early_stopping_patience", d.EarlyStopPatience, "stop after this many evals without a better val loss (0: off)")
 	f.String("loss_normalization", d.LossNormalization, "global (per supervised token of the accumulated batch) or mypt (mean of micro-batch means)")
+	f.String("precision", d.Precision, "compute dtype: auto (bf16 on an accelerator backend that declares it, else fp32), fp32 or bf16")
 }
 
 func stoppedNote(reason string) string {

@@ -1,0 +1,40 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/mypt/mypt/sdk"
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+)
+
+// computeDType resolves the config's precision ("auto", "fp32", "bf16") against what the
+// backend declares. auto follows MyPT, which autocasts to bf16 on CUDA and trains in fp32 on
+// the CPU: bf16 when the backend declares BF16 compute and runs on a device that is not a
+// CPU, fp32 otherwise.
+func computeDType(ctx context.Context, b sdk.Backend, precision string) (pb.DType, error) {
+	if precision == "fp32" || precision == "" {
+		return pb.DType_DTYPE_F32, nil
+	}
+	info, err := b.GetInfo(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("backend info: %w", err)
+	}
+	hasBF16 := slices.Contains(info.GetCapabilities().GetComputeDtypes(), pb.DType_DTYPE_BF16)
+	switch precision {
+	case "bf16":
+		if !hasBF16 {
+			return 0, fmt.Errorf("precision bf16: backend %s does not declare BF16 compute (it declares %v); use precision fp32 or auto",
+				info.GetName(), info.GetCapabilities().GetComputeDtypes())
+		}
+		return pb.DType_DTYPE_BF16, nil
+	case "auto":
+		accelerator := slices.ContainsFunc(info.GetDevices(), func(d *pb.Device) bool { return d.GetKind() != "cpu" })
+		if hasBF16 && accelerator {
+			return pb.DType_DTYPE_BF16, nil
+		}
+		return pb.DType_DTYPE_F32, nil
+	}
+	return 0, fmt.Errorf("precision %q: want auto, fp32 or bf16", precision)
+}
