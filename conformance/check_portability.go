@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/core/checkpoint"
 	"github.com/mypt/mypt/core/config"
 	"github.com/mypt/mypt/core/model"
@@ -37,7 +38,7 @@ func (s *suite) portabilityChecks(d pb.DType) []check {
 // portability trains a few steps on one backend, saves a checkpoint through
 // core/checkpoint, resumes it on the other and checks that the losses of
 // both halves follow the golden 20-step trajectory.
-func portability(c *chk, g *goldenCase, d pb.DType, fromBackend bool) {
+func portability(c *chk, g *golden.Case, d pb.DType, fromBackend bool) {
 	c.needDType(d)
 	c.needCase(g)
 	c.need(pb.Feature_FEATURE_TRAINING)
@@ -51,7 +52,7 @@ func portability(c *chk, g *goldenCase, d pb.DType, fromBackend bool) {
 		names[0], names[1] = names[1], names[0]
 	}
 	tol := c.s.opts.tolerances(d)
-	tr := g.Traj
+	tr := g.Trajectory
 	k := portabilitySteps
 
 	c.openCase(first, g, firstD)
@@ -61,7 +62,7 @@ func portability(c *chk, g *goldenCase, d pb.DType, fromBackend bool) {
 	c.must(err, "temporary directory")
 	c.cleanup(func() { _ = os.RemoveAll(dir) })
 	ckpt := filepath.Join(dir, "checkpoint")
-	spec := g.spec()
+	spec := g.Spec()
 	w, err := checkpoint.NewWriter(ckpt, checkpoint.LayoutFromModelSpec(spec, true), checkpoint.WithLogger(c.s.log))
 	c.must(err, "checkpoint.NewWriter")
 	if err := first.GetState(c.ctx, &pb.GetStateRequest{}, w); err != nil {
@@ -80,7 +81,7 @@ func portability(c *chk, g *goldenCase, d pb.DType, fromBackend bool) {
 	}
 	sr, err := ck.NewStateReader(checkpoint.LayoutFromModelSpec(spec, true))
 	c.must(err, "checkpoint state reader")
-	c.configure(second, spec, g.optimizer(), secondD, func(r *pb.ConfigureRequest) { r.MaxBatchSize = g.Batch.BatchSize })
+	c.configure(second, spec, g.OptimizerSpec(), secondD, func(r *pb.ConfigureRequest) { r.MaxBatchSize = g.Batch.BatchSize })
 	if _, err := second.SetState(c.ctx, sr); err != nil {
 		c.Fatalf("resume: load the checkpoint into %s: %v", names[1], err)
 	}
@@ -112,7 +113,7 @@ func (s *suite) robustnessChecks() []check {
 
 // busySpec is a model of g's architecture big enough that a ForwardBackward
 // takes a while on a CPU.
-func busySpec(g *goldenCase) model.Spec {
+func busySpec(g *golden.Case) model.Spec {
 	cfg := config.Default()
 	cfg.VocabSize, cfg.NEmbd, cfg.NHead, cfg.NLayer, cfg.BlockSize = 512, 128, 4, 4, 128
 	cfg.PosEncoding, cfg.MLPType, cfg.NormType = g.Model.PosEncoding, g.Model.MLPType, g.Model.NormType
@@ -197,7 +198,7 @@ func sessionAfterShutdown(c *chk) {
 		c.trainGolden(b, g, g.AdamW, 0, 1)
 	}
 	c.must(b.Shutdown(c.ctx), "Shutdown")
-	_, err := b.Configure(c.ctx, &pb.ConfigureRequest{Model: g.spec(), Optimizer: g.optimizer(),
+	_, err := b.Configure(c.ctx, &pb.ConfigureRequest{Model: g.Spec(), Optimizer: g.OptimizerSpec(),
 		Precision: &pb.Precision{ParamDtype: pb.DType_DTYPE_F32, ComputeDtype: c.s.primary}})
 	if err != nil {
 		code, msg := statusOf(err)
@@ -208,8 +209,8 @@ func sessionAfterShutdown(c *chk) {
 		}
 	} else {
 		c.summarize("Configure after Shutdown starts a working session")
-		c.setState(b, g.initState())
-		ev := c.evaluate(b, g.batch(), false)
+		c.setState(b, g.InitState())
+		ev := c.evaluate(b, g.NewBatch(), false)
 		c.relClose("second session: Evaluate loss_sum", ev.LossSum, g.LossSum, tol.Loss, 1e-12)
 		if c.has(pb.Feature_FEATURE_TRAINING) {
 			a := g.AdamW

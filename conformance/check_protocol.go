@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/core/checkpoint"
 	"github.com/mypt/mypt/core/config"
 	"github.com/mypt/mypt/core/discovery"
@@ -249,10 +250,10 @@ func checkAfterShutdown(c *chk) {
 	c.openCase(b, g, c.s.primary)
 	var handle uint64 = 1
 	if c.has(pb.Feature_FEATURE_TRAINING) {
-		c.forwardBackward(b, g.batch(), g.gradScale(), 1)
+		c.forwardBackward(b, g.NewBatch(), g.GradScale(), 1)
 	}
 	if c.has(pb.Feature_FEATURE_KV_CACHE) {
-		resp, err := b.Prefill(c.ctx, &pb.PrefillRequest{Tokens: g.batch().Tokens[:2]})
+		resp, err := b.Prefill(c.ctx, &pb.PrefillRequest{Tokens: g.NewBatch().Tokens[:2]})
 		c.must(err, "Prefill")
 		handle = resp.CacheHandle
 	}
@@ -266,7 +267,7 @@ func checkCacheLifecycle(c *chk) {
 	b := c.backend()
 	c.openCase(b, g, c.s.primary)
 	V := int(g.Model.VocabSize)
-	toks := g.batch().Tokens
+	toks := g.NewBatch().Tokens
 	p, err := b.Prefill(c.ctx, &pb.PrefillRequest{Tokens: toks[:2], Capacity: 3})
 	c.must(err, "Prefill of 2 tokens, capacity 3")
 	if p.CacheHandle == 0 {
@@ -315,7 +316,7 @@ func checkInvalidConfigure(c *chk) {
 	b := c.backend()
 	try := func(what, field string, mod func(r *pb.ConfigureRequest), want ...codes.Code) {
 		c.Helper()
-		req := &pb.ConfigureRequest{Model: g.spec(), Optimizer: g.optimizer(),
+		req := &pb.ConfigureRequest{Model: g.Spec(), Optimizer: g.OptimizerSpec(),
 			Precision: &pb.Precision{ParamDtype: pb.DType_DTYPE_F32, ComputeDtype: c.s.primary}}
 		mod(req)
 		if len(want) == 0 {
@@ -349,7 +350,7 @@ func checkInvalidConfigure(c *chk) {
 	}
 	// a valid Configure still works afterwards
 	c.openCase(b, g, c.s.primary)
-	ev := c.evaluate(b, g.batch(), false)
+	ev := c.evaluate(b, g.NewBatch(), false)
 	c.relClose("Evaluate loss_sum after rejected Configures", ev.LossSum, g.LossSum, c.s.opts.tolerances(c.s.primary).Loss, 1e-12)
 }
 
@@ -359,7 +360,7 @@ type batchMutation struct {
 	mod         func(b *pb.Batch)
 }
 
-func batchMutations(g *goldenCase, packed bool) []batchMutation {
+func batchMutations(g *golden.Case, packed bool) []batchMutation {
 	V := int32(g.Model.VocabSize)
 	block := g.Model.BlockSize
 	ms := []batchMutation{
@@ -397,7 +398,7 @@ func checkInvalidBatch(c *chk) {
 	c.openCase(b, g, c.s.primary)
 	training := c.has(pb.Feature_FEATURE_TRAINING)
 	for _, m := range batchMutations(g, c.has(pb.Feature_FEATURE_PACKED_SEGMENTS)) {
-		batch := g.batch()
+		batch := g.NewBatch()
 		m.mod(batch)
 		_, err := b.Evaluate(c.ctx, &pb.EvaluateRequest{Batch: batch})
 		c.expectErr("Evaluate with "+m.what, err, m.field, codes.InvalidArgument)
@@ -412,14 +413,14 @@ func checkInvalidBatch(c *chk) {
 		_, err = b.ForwardBackward(c.ctx, &pb.ForwardBackwardRequest{GradScale: 1})
 		c.expectErr("ForwardBackward without a batch", err, "batch", codes.InvalidArgument)
 		for _, v := range []float64{math.NaN(), math.Inf(1)} {
-			_, err = b.ForwardBackward(c.ctx, &pb.ForwardBackwardRequest{Batch: g.batch(), GradScale: float32(v)})
+			_, err = b.ForwardBackward(c.ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: float32(v)})
 			c.expectErr(fmt.Sprintf("ForwardBackward with grad_scale %v", v), err, "grad_scale", codes.InvalidArgument)
 		}
 	}
 	// Rejected requests must leave nothing behind: the next valid call
 	// computes the golden numbers, and nothing was accumulated.
 	tol := c.s.opts.tolerances(c.s.primary)
-	ev := c.evaluate(b, g.batch(), false)
+	ev := c.evaluate(b, g.NewBatch(), false)
 	c.relClose("Evaluate loss_sum after the rejected calls", ev.LossSum, g.LossSum, tol.Loss, 1e-12)
 	if training && c.has(pb.Feature_FEATURE_GRADIENT_STATE) {
 		st := c.grads(b)
@@ -437,7 +438,7 @@ func checkInvalidStep(c *chk) {
 	g := c.anyCase("", nil)
 	b := c.backend()
 	c.openCase(b, g, c.s.primary)
-	c.forwardBackward(b, g.batch(), g.gradScale(), 0)
+	c.forwardBackward(b, g.NewBatch(), g.GradScale(), 0)
 	for _, m := range []struct {
 		what, field string
 		req         *pb.OptimizerStepRequest
@@ -622,8 +623,8 @@ func f32At(b []byte, off int) any {
 func checkStateRoundTrip(c *chk) {
 	g := c.anyCase("", nil)
 	b := c.backend()
-	spec := g.spec()
-	c.configure(b, spec, g.optimizer(), c.s.primary)
+	spec := g.Spec()
+	c.configure(b, spec, g.OptimizerSpec(), c.s.primary)
 	want := randomState(spec, 1, 7, stateRoles...)
 	resp := c.setState(b, want)
 	if int(resp.TensorsReceived) != len(want.Tensors) {
@@ -650,13 +651,13 @@ func checkStateRoundTrip(c *chk) {
 func checkStatePartial(c *chk) {
 	g := c.anyCase("", nil)
 	b := c.backend()
-	spec := g.spec()
-	c.configure(b, spec, g.optimizer(), c.s.primary)
+	spec := g.Spec()
+	c.configure(b, spec, g.OptimizerSpec(), c.s.primary)
 	full := randomState(spec, 2, 3, stateRoles...)
 	c.setState(b, replay(full))
 	if c.has(pb.Feature_FEATURE_TRAINING) && c.has(pb.Feature_FEATURE_GRADIENT_STATE) {
-		c.setState(b, g.initState())
-		c.forwardBackward(b, g.batch(), g.gradScale(), 0)
+		c.setState(b, g.InitState())
+		c.forwardBackward(b, g.NewBatch(), g.GradScale(), 0)
 		c.setState(b, replay(full))
 	}
 	// one tensor of one role: everything else keeps its value
@@ -686,8 +687,8 @@ func checkStatePartial(c *chk) {
 func checkStateConvert(c *chk) {
 	g := c.anyCase("", nil)
 	b := c.backend()
-	spec := g.spec()
-	c.configure(b, spec, g.optimizer(), c.s.primary)
+	spec := g.Spec()
+	c.configure(b, spec, g.OptimizerSpec(), c.s.primary)
 	want := randomState(spec, 4, 0, pb.TensorRole_TENSOR_ROLE_PARAM)
 	c.setState(b, want)
 	col := &sdk.StateCollector{}
@@ -723,7 +724,7 @@ func checkStateConvert(c *chk) {
 
 // largeSpec is a model of the backend's first supported architecture whose
 // tied embedding is a single tensor spanning three 4 MiB chunks.
-func largeSpec(g *goldenCase) *pb.ModelSpec {
+func largeSpec(g *golden.Case) *pb.ModelSpec {
 	cfg := config.Default()
 	cfg.VocabSize, cfg.NEmbd, cfg.NHead, cfg.NLayer, cfg.BlockSize = 40000, 64, 2, 1, 16
 	cfg.PosEncoding, cfg.MLPType, cfg.NormType = g.Model.PosEncoding, g.Model.MLPType, g.Model.NormType
@@ -752,7 +753,7 @@ func checkStateLarge(c *chk) {
 		float64(len(want.Tensors[0].Data))/1e6, (len(want.Tensors[0].Data)+sdk.MaxChunkBytes-1)/sdk.MaxChunkBytes,
 		time.Since(start).Round(time.Millisecond))
 	// free the memory before the next check
-	c.configure(b, g.spec(), g.optimizer(), c.s.primary)
+	c.configure(b, g.Spec(), g.OptimizerSpec(), c.s.primary)
 }
 
 // ---- undeclared features
@@ -768,7 +769,7 @@ func checkUndeclared(c *chk) {
 	var asked []string
 	configure := func(what string, mod func(r *pb.ConfigureRequest)) {
 		c.Helper()
-		req := &pb.ConfigureRequest{Model: g.spec(), Optimizer: g.optimizer(),
+		req := &pb.ConfigureRequest{Model: g.Spec(), Optimizer: g.OptimizerSpec(),
 			Precision: &pb.Precision{ParamDtype: pb.DType_DTYPE_F32, ComputeDtype: c.s.primary}}
 		mod(req)
 		_, err := b.Configure(c.ctx, req)
@@ -786,7 +787,7 @@ func checkUndeclared(c *chk) {
 	}
 	c.openCase(b, g, c.s.primary)
 	if !c.has(pb.Feature_FEATURE_PACKED_SEGMENTS) {
-		batch := g.batch()
+		batch := g.NewBatch()
 		batch.SegmentIds = make([]int32, len(batch.Tokens))
 		for i := range batch.SegmentIds {
 			batch.SegmentIds[i] = 1 + int32(i%int(batch.SeqLen))/4
@@ -794,13 +795,13 @@ func checkUndeclared(c *chk) {
 		_, err := b.Evaluate(c.ctx, &pb.EvaluateRequest{Batch: batch})
 		c.expectErr("Evaluate with segment_ids (FEATURE_PACKED_SEGMENTS undeclared)", err, "", refuse...)
 		if c.has(pb.Feature_FEATURE_TRAINING) {
-			_, err = b.ForwardBackward(c.ctx, &pb.ForwardBackwardRequest{Batch: batch, GradScale: g.gradScale()})
+			_, err = b.ForwardBackward(c.ctx, &pb.ForwardBackwardRequest{Batch: batch, GradScale: g.GradScale()})
 			c.expectErr("ForwardBackward with segment_ids (FEATURE_PACKED_SEGMENTS undeclared)", err, "", refuse...)
 		}
 		asked = append(asked, "segment_ids")
 	}
 	if !c.has(pb.Feature_FEATURE_RETURN_LOGITS) {
-		_, err := b.Evaluate(c.ctx, &pb.EvaluateRequest{Batch: g.batch(), ReturnLogits: true})
+		_, err := b.Evaluate(c.ctx, &pb.EvaluateRequest{Batch: g.NewBatch(), ReturnLogits: true})
 		c.expectErr("Evaluate with return_logits (FEATURE_RETURN_LOGITS undeclared)", err, "", refuse...)
 		asked = append(asked, "return_logits")
 	}
@@ -810,14 +811,14 @@ func checkUndeclared(c *chk) {
 		asked = append(asked, "gradient state")
 	}
 	if !c.has(pb.Feature_FEATURE_TRAINING) {
-		_, err := b.ForwardBackward(c.ctx, &pb.ForwardBackwardRequest{Batch: g.batch(), GradScale: g.gradScale()})
+		_, err := b.ForwardBackward(c.ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: g.GradScale()})
 		c.expectErr("ForwardBackward (FEATURE_TRAINING undeclared)", err, "", codes.Unimplemented)
 		_, err = b.OptimizerStep(c.ctx, &pb.OptimizerStepRequest{LearningRate: 1e-3})
 		c.expectErr("OptimizerStep (FEATURE_TRAINING undeclared)", err, "", codes.Unimplemented)
 		asked = append(asked, "training")
 	}
 	if !c.has(pb.Feature_FEATURE_KV_CACHE) {
-		_, err := b.Prefill(c.ctx, &pb.PrefillRequest{Tokens: g.batch().Tokens[:2]})
+		_, err := b.Prefill(c.ctx, &pb.PrefillRequest{Tokens: g.NewBatch().Tokens[:2]})
 		c.expectErr("Prefill (FEATURE_KV_CACHE undeclared)", err, "", codes.Unimplemented)
 		asked = append(asked, "KV cache")
 	}
@@ -836,16 +837,16 @@ func checkConfigureResets(c *chk) {
 	c.openCase(b, g, c.s.primary)
 	var handle uint64
 	if c.has(pb.Feature_FEATURE_TRAINING) {
-		c.forwardBackward(b, g.batch(), g.gradScale(), 0)
+		c.forwardBackward(b, g.NewBatch(), g.GradScale(), 0)
 		c.step(b, g.AdamW.LearningRate, g.AdamW.WeightDecay, g.AdamW.ClipNorm)
-		c.forwardBackward(b, g.batch(), g.gradScale(), 0)
+		c.forwardBackward(b, g.NewBatch(), g.GradScale(), 0)
 	}
 	if c.has(pb.Feature_FEATURE_KV_CACHE) {
-		p, err := b.Prefill(c.ctx, &pb.PrefillRequest{Tokens: g.batch().Tokens[:2]})
+		p, err := b.Prefill(c.ctx, &pb.PrefillRequest{Tokens: g.NewBatch().Tokens[:2]})
 		c.must(err, "Prefill")
 		handle = p.CacheHandle
 	}
-	c.configure(b, g.spec(), g.optimizer(), c.s.primary)
+	c.configure(b, g.Spec(), g.OptimizerSpec(), c.s.primary)
 	roles := slices.Clone(stateRoles)
 	if c.has(pb.Feature_FEATURE_GRADIENT_STATE) {
 		roles = append(roles, pb.TensorRole_TENSOR_ROLE_GRAD)

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/core/config"
 	"github.com/mypt/mypt/core/model"
 	"github.com/mypt/mypt/sdk"
@@ -36,19 +37,19 @@ type detResult struct {
 
 // detRun configures g (with dropout p), runs two ForwardBackward calls and a
 // step, and collects every observable number.
-func (c *chk) detRun(b sdk.Backend, g *goldenCase, d pb.DType, deterministic bool, p float64) detResult {
+func (c *chk) detRun(b sdk.Backend, g *golden.Case, d pb.DType, deterministic bool, p float64) detResult {
 	c.Helper()
-	spec := g.spec()
+	spec := g.Spec()
 	spec.Dropout = p
-	c.configure(b, spec, g.optimizer(), d, func(r *pb.ConfigureRequest) {
+	c.configure(b, spec, g.OptimizerSpec(), d, func(r *pb.ConfigureRequest) {
 		r.Deterministic = deterministic
 		r.MaxBatchSize = g.Batch.BatchSize
 	})
-	c.setState(b, g.initState())
+	c.setState(b, g.InitState())
 	var r detResult
-	batch := g.batch()
-	r.losses = append(r.losses, c.forwardBackward(b, batch, g.gradScale(), 42).LossSum)
-	r.losses = append(r.losses, c.forwardBackward(b, batch, g.gradScale(), 43).LossSum)
+	batch := g.NewBatch()
+	r.losses = append(r.losses, c.forwardBackward(b, batch, g.GradScale(), 42).LossSum)
+	r.losses = append(r.losses, c.forwardBackward(b, batch, g.GradScale(), 43).LossSum)
 	if c.has(pb.Feature_FEATURE_GRADIENT_STATE) {
 		r.grads = c.grads(b)
 	}
@@ -140,22 +141,22 @@ func dropoutEvalOff(c *chk) {
 	g := c.anyCase("", nil)
 	tol := c.s.opts.tolerances(c.s.primary)
 	b := c.backend()
-	spec := g.spec()
+	spec := g.Spec()
 	spec.Dropout = 0.5
-	c.configure(b, spec, g.optimizer(), c.s.primary, func(r *pb.ConfigureRequest) { r.MaxBatchSize = g.Batch.BatchSize })
-	c.setState(b, g.initState())
+	c.configure(b, spec, g.OptimizerSpec(), c.s.primary, func(r *pb.ConfigureRequest) { r.MaxBatchSize = g.Batch.BatchSize })
+	c.setState(b, g.InitState())
 	logits := c.has(pb.Feature_FEATURE_RETURN_LOGITS)
 	for i := 0; i < 2; i++ {
-		ev := c.evaluate(b, g.batch(), logits)
+		ev := c.evaluate(b, g.NewBatch(), logits)
 		c.relClose(fmt.Sprintf("Evaluate %d loss_sum with dropout 0.5 vs the golden dropout-free loss", i+1), ev.LossSum, g.LossSum, tol.Loss, 1e-12)
 		if logits {
-			c.closeTo(fmt.Sprintf("Evaluate %d logits with dropout 0.5 vs the golden dropout-free logits", i+1), ev.Logits, g.logits(), tol.Logits)
+			c.closeTo(fmt.Sprintf("Evaluate %d logits with dropout 0.5 vs the golden dropout-free logits", i+1), ev.Logits, g.Logits(), tol.Logits)
 		}
 	}
 	// and training does drop: two dropout seeds give clearly different losses
 	// (more than run-to-run noise, whatever the dtype)
-	l1 := c.forwardBackward(b, g.batch(), g.gradScale(), 1).LossSum
-	l2 := c.forwardBackward(b, g.batch(), g.gradScale(), 2).LossSum
+	l1 := c.forwardBackward(b, g.NewBatch(), g.GradScale(), 1).LossSum
+	l2 := c.forwardBackward(b, g.NewBatch(), g.GradScale(), 2).LossSum
 	if e := relErr(l1, l2, 1e-12); e < 1e-4 {
 		c.Errorf("ForwardBackward loss_sum with dropout 0.5 is %v with dropout_seed 1 and %v with 2: dropout is not applied in training", l1, l2)
 	}
@@ -175,7 +176,7 @@ type dropoutProbe struct {
 	batch *pb.Batch
 }
 
-func newDropoutProbe(g *goldenCase) dropoutProbe {
+func newDropoutProbe(g *golden.Case) dropoutProbe {
 	cfg := config.Default()
 	cfg.VocabSize, cfg.NEmbd, cfg.NHead, cfg.NLayer, cfg.BlockSize = 64, 128, 4, 2, 8
 	cfg.PosEncoding, cfg.MLPType, cfg.NormType = g.Model.PosEncoding, g.Model.MLPType, g.Model.NormType

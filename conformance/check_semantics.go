@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
@@ -30,9 +31,9 @@ func (s *suite) semanticsChecks(d pb.DType) []check {
 
 // cases returns the golden cases the backend supports that satisfy ok, or
 // skips saying none does.
-func (c *chk) cases(what string, ok func(*goldenCase) bool) []*goldenCase {
+func (c *chk) cases(what string, ok func(*golden.Case) bool) []*golden.Case {
 	c.Helper()
-	var out []*goldenCase
+	var out []*golden.Case
 	for _, g := range c.s.golden {
 		if c.s.unsupported(g) == "" && (ok == nil || ok(g)) {
 			out = append(out, g)
@@ -54,7 +55,7 @@ type outcome struct {
 // fbOutcome runs one ForwardBackward from g's initial parameters and
 // collects its loss and gradients (or, without FEATURE_GRADIENT_STATE, their
 // norm through an OptimizerStep at learning rate 0).
-func (c *chk) fbOutcome(b sdk.Backend, g *goldenCase, d pb.DType, batch *pb.Batch, scale float32) outcome {
+func (c *chk) fbOutcome(b sdk.Backend, g *golden.Case, d pb.DType, batch *pb.Batch, scale float32) outcome {
 	c.Helper()
 	c.openCase(b, g, d)
 	fb := c.forwardBackward(b, batch, scale, 0)
@@ -68,7 +69,7 @@ func (c *chk) fbOutcome(b sdk.Backend, g *goldenCase, d pb.DType, batch *pb.Batc
 }
 
 // sameOutcome compares got with want within the dtype's tolerances.
-func (c *chk) sameOutcome(what string, got, want outcome, g *goldenCase, tol Tolerances) {
+func (c *chk) sameOutcome(what string, got, want outcome, g *golden.Case, tol Tolerances) {
 	c.Helper()
 	c.relClose(what+": loss_sum", got.loss, want.loss, tol.Loss, 1e-12)
 	c.relClose(what+": weight_sum", got.weight, want.weight, 1e-6, 1e-12)
@@ -87,13 +88,13 @@ func maskIgnoredTargets(c *chk, d pb.DType) {
 	c.need(pb.Feature_FEATURE_TRAINING)
 	tol := c.s.opts.tolerances(d)
 	b := c.backend()
-	cs := c.cases("with zero loss weights ", (*goldenCase).hasZeroWeights)
+	cs := c.cases("with zero loss weights ", hasZeroWeights)
 	defer c.summarize("%d cases: targets under weight 0 set to other ids, -100 and vocab_size+5 change neither loss nor gradients", len(cs))
 	for _, g := range cs {
 		V := int32(g.Model.VocabSize)
-		base := c.fbOutcome(b, g, d, g.batch(), g.gradScale())
-		c.setState(b, g.initState())
-		baseEval := c.evaluate(b, g.batch(), false)
+		base := c.fbOutcome(b, g, d, g.NewBatch(), g.GradScale())
+		c.setState(b, g.InitState())
+		baseEval := c.evaluate(b, g.NewBatch(), false)
 		for _, v := range []struct {
 			what string
 			f    func(t int32) int32
@@ -102,7 +103,7 @@ func maskIgnoredTargets(c *chk, d pb.DType) {
 			{"-100 (PyTorch's ignore_index)", func(int32) int32 { return -100 }},
 			{"vocab_size+5", func(int32) int32 { return V + 5 }},
 		} {
-			batch := g.batch()
+			batch := g.NewBatch()
 			n := 0
 			for i, w := range batch.LossWeights {
 				if w == 0 {
@@ -111,7 +112,7 @@ func maskIgnoredTargets(c *chk, d pb.DType) {
 				}
 			}
 			what := fmt.Sprintf("%s, targets under weight 0 (%d positions) set to %s", g.Case, n, v.what)
-			c.sameOutcome(what, c.fbOutcome(b, g, d, batch, g.gradScale()), base, g, tol)
+			c.sameOutcome(what, c.fbOutcome(b, g, d, batch, g.GradScale()), base, g, tol)
 			ev := c.evaluate(b, batch, false)
 			c.relClose(what+": Evaluate loss_sum", ev.LossSum, baseEval.LossSum, tol.Loss, 1e-12)
 			if ev.Counted != baseEval.Counted || ev.Correct != baseEval.Correct {
@@ -128,7 +129,7 @@ func maskAllZero(c *chk, d pb.DType) {
 	cs := c.cases("", nil)
 	defer c.summarize("%d cases: all-zero weights give loss 0, weight 0, zero gradients, and a step that moves nothing", len(cs))
 	for _, g := range cs {
-		batch := g.batch()
+		batch := g.NewBatch()
 		clear(batch.LossWeights)
 		c.openCase(b, g, d)
 		ev := c.evaluate(b, batch, false)
@@ -158,7 +159,7 @@ func maskAllZero(c *chk, d pb.DType) {
 		}
 		ps := c.get(b, pb.TensorRole_TENSOR_ROLE_PARAM)
 		for _, p := range g.Model.Params {
-			got, init := c.value(ps, pb.TensorRole_TENSOR_ROLE_PARAM, p.Name), g.tensor("init."+p.Name)
+			got, init := c.value(ps, pb.TensorRole_TENSOR_ROLE_PARAM, p.Name), g.F32("init."+p.Name)
 			if i := hasNaN(got); i >= 0 {
 				c.Errorf("%s: %s[%d] = %v after a zero-gradient step", g.Case, p.Name, i, got[i])
 				break
@@ -187,19 +188,19 @@ func maskPackedSum(c *chk, d pb.DType) {
 	c.needDType(d)
 	tol := c.s.opts.tolerances(d)
 	b := c.backend()
-	for _, g := range c.cases("packed with segment_position_reset ", func(g *goldenCase) bool {
+	for _, g := range c.cases("packed with segment_position_reset ", func(g *golden.Case) bool {
 		return g.Batch.Packed && g.Model.SegmentPositionReset
 	}) {
-		full := g.batch()
+		full := g.NewBatch()
 		V, T := int(g.Model.VocabSize), int(g.Batch.SeqLen)
 		c.openCase(b, g, d)
 		var lossSum, weightSum float64
-		for _, s := range g.segments() {
+		for _, s := range segments(g) {
 			ev := c.evaluate(b, segmentBatch(full, s), c.has(pb.Feature_FEATURE_RETURN_LOGITS))
 			lossSum += ev.LossSum
 			weightSum += ev.WeightSum
 			if c.has(pb.Feature_FEATURE_RETURN_LOGITS) {
-				want := g.logits()[(s.row*T+s.start)*V : (s.row*T+s.end)*V]
+				want := g.Logits()[(s.row*T+s.start)*V : (s.row*T+s.end)*V]
 				c.closeTo(fmt.Sprintf("%s: logits of episode %d of row %d evaluated alone", g.Case, s.id, s.row), ev.Logits, want, tol.Logits)
 			}
 		}
@@ -208,24 +209,24 @@ func maskPackedSum(c *chk, d pb.DType) {
 		if !c.has(pb.Feature_FEATURE_TRAINING) || !c.has(pb.Feature_FEATURE_GRADIENT_STATE) {
 			continue
 		}
-		c.setState(b, g.initState())
-		for i, s := range g.segments() {
-			c.forwardBackward(b, segmentBatch(full, s), g.gradScale(), uint64(i))
+		c.setState(b, g.InitState())
+		for i, s := range segments(g) {
+			c.forwardBackward(b, segmentBatch(full, s), g.GradScale(), uint64(i))
 		}
 		gs := c.grads(b)
 		for _, p := range g.Model.Params {
 			c.closeTo(g.Case+": Σ episodes' grad "+p.Name+" vs the packed gradient", c.value(gs, pb.TensorRole_TENSOR_ROLE_GRAD, p.Name),
-				g.tensor("grad."+p.Name), tol.Grads)
+				g.F32("grad."+p.Name), tol.Grads)
 		}
 	}
 }
 
 // lastPositions are the positions whose target ends an episode: the last of
 // each segment in packed cases, the last of each row otherwise.
-func lastPositions(g *goldenCase) []int {
+func lastPositions(g *golden.Case) []int {
 	T := int(g.Batch.SeqLen)
 	var out []int
-	if segs := g.segments(); segs != nil {
+	if segs := segments(g); segs != nil {
 		for _, s := range segs {
 			out = append(out, s.row*T+s.end-1)
 		}
@@ -250,10 +251,10 @@ func maskEOT(c *chk, d pb.DType) {
 			if i%2 == 1 {
 				tgt = 0
 			}
-			batch := g.batch()
+			batch := g.NewBatch()
 			clear(batch.LossWeights)
 			batch.LossWeights[p], batch.Targets[p] = 1, int32(tgt)
-			ce, probs := crossEntropy(g.logits()[p*V:(p+1)*V], tgt)
+			ce, probs := crossEntropy(g.Logits()[p*V:(p+1)*V], tgt)
 			what := fmt.Sprintf("%s: only position %d (an episode's last) weighted, target %d", g.Case, p, tgt)
 			ev := c.evaluate(b, batch, false)
 			c.relClose(what+": Evaluate loss_sum", ev.LossSum, ce, tol.Loss, 1e-12)
@@ -263,13 +264,13 @@ func maskEOT(c *chk, d pb.DType) {
 			if !c.has(pb.Feature_FEATURE_TRAINING) {
 				continue
 			}
-			c.setState(b, g.initState())
+			c.setState(b, g.InitState())
 			fb := c.forwardBackward(b, batch, 1, 0)
 			c.relClose(what+": ForwardBackward loss_sum", fb.LossSum, ce, tol.Loss, 1e-12)
 			if fb.WeightSum != 1 {
 				c.Errorf("%s: ForwardBackward weight_sum %v, want 1", what, fb.WeightSum)
 			}
-			if c.has(pb.Feature_FEATURE_GRADIENT_STATE) && g.hasParam("lm_head.bias") {
+			if c.has(pb.Feature_FEATURE_GRADIENT_STATE) && g.HasParam("lm_head.bias") {
 				want := make([]float32, V)
 				for j := range want {
 					want[j] = float32(probs[j])
@@ -287,12 +288,12 @@ func packingIsolation(c *chk, d pb.DType) {
 	c.need(pb.Feature_FEATURE_RETURN_LOGITS)
 	tol := c.s.opts.tolerances(d)
 	b := c.backend()
-	for _, g := range c.cases("packed ", func(g *goldenCase) bool { return g.Batch.Packed }) {
+	for _, g := range c.cases("packed ", func(g *golden.Case) bool { return g.Batch.Packed }) {
 		V, T := int(g.Model.VocabSize), int(g.Batch.SeqLen)
 		c.openCase(b, g, d)
-		want := g.logits()
-		for _, s := range g.segments() {
-			batch := g.batch()
+		want := g.Logits()
+		for _, s := range segments(g) {
+			batch := g.NewBatch()
 			for i := s.row*T + s.start; i < s.row*T+s.end; i++ {
 				batch.Tokens[i] = (batch.Tokens[i] + 7) % int32(V)
 			}
@@ -321,21 +322,21 @@ func packingIsolation(c *chk, d pb.DType) {
 	}
 }
 
-func accumulation(c *chk, g *goldenCase, d pb.DType) {
+func accumulation(c *chk, g *golden.Case, d pb.DType) {
 	b := c.goldenSetup(g, d, pb.Feature_FEATURE_TRAINING)
 	tol := c.s.opts.tolerances(d)
 	B := int(g.Batch.BatchSize)
 	a := g.AdamW
 	// one micro-batch of B rows
-	c.forwardBackward(b, g.batch(), g.gradScale(), 0)
+	c.forwardBackward(b, g.NewBatch(), g.GradScale(), 0)
 	one := c.step(b, a.LearningRate, a.WeightDecay, a.ClipNorm)
 	paramsOne := c.get(b, pb.TensorRole_TENSOR_ROLE_PARAM)
 	// two micro-batches of B/2 rows with the whole batch's scale, from scratch
 	c.openCase(b, g, d)
-	full := g.batch()
+	full := g.NewBatch()
 	var loss, weight float64
 	for i, r := range [][2]int{{0, B / 2}, {B / 2, B}} {
-		fb := c.forwardBackward(b, rows(full, r[0], r[1]), g.gradScale(), uint64(i+1))
+		fb := c.forwardBackward(b, rows(full, r[0], r[1]), g.GradScale(), uint64(i+1))
 		loss += fb.LossSum
 		weight += fb.WeightSum
 	}
@@ -344,7 +345,7 @@ func accumulation(c *chk, g *goldenCase, d pb.DType) {
 	if c.has(pb.Feature_FEATURE_GRADIENT_STATE) {
 		gs := c.grads(b)
 		for _, p := range g.Model.Params {
-			c.closeTo("accumulated grad "+p.Name, c.value(gs, pb.TensorRole_TENSOR_ROLE_GRAD, p.Name), g.tensor("grad."+p.Name), tol.Grads)
+			c.closeTo("accumulated grad "+p.Name, c.value(gs, pb.TensorRole_TENSOR_ROLE_GRAD, p.Name), g.F32("grad."+p.Name), tol.Grads)
 		}
 	}
 	two := c.step(b, a.LearningRate, a.WeightDecay, a.ClipNorm)
@@ -357,18 +358,18 @@ func accumulation(c *chk, g *goldenCase, d pb.DType) {
 	}
 }
 
-func kvCache(c *chk, g *goldenCase, d pb.DType) {
+func kvCache(c *chk, g *golden.Case, d pb.DType) {
 	b := c.goldenSetup(g, d, pb.Feature_FEATURE_KV_CACHE)
 	tol := c.s.opts.tolerances(d)
 	V, T, B := int(g.Model.VocabSize), int(g.Batch.SeqLen), int(g.Batch.BatchSize)
-	full := g.batch()
+	full := g.NewBatch()
 	// the full forward pass: the golden logits, or for packed cases (whose
 	// golden rows are segmented) the backend's own unsegmented Evaluate
-	ref := g.logits()
+	ref := g.Logits()
 	what := "golden full-forward logits"
 	if g.Batch.Packed {
 		c.need(pb.Feature_FEATURE_RETURN_LOGITS)
-		nb := g.batch()
+		nb := g.NewBatch()
 		nb.SegmentIds = nil
 		ref = c.evaluate(b, nb, true).Logits
 		what = "the backend's full-forward (Evaluate) logits"

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
@@ -51,11 +52,11 @@ func (c *chk) configure(b sdk.Backend, spec *pb.ModelSpec, opt *pb.OptimizerSpec
 }
 
 // openCase configures golden case g and loads its initial parameters.
-func (c *chk) openCase(b sdk.Backend, g *goldenCase, d pb.DType, mods ...func(*pb.ConfigureRequest)) {
+func (c *chk) openCase(b sdk.Backend, g *golden.Case, d pb.DType, mods ...func(*pb.ConfigureRequest)) {
 	c.Helper()
 	mods = append([]func(*pb.ConfigureRequest){func(r *pb.ConfigureRequest) { r.MaxBatchSize = g.Batch.BatchSize }}, mods...)
-	c.configure(b, g.spec(), g.optimizer(), d, mods...)
-	c.setState(b, g.initState())
+	c.configure(b, g.Spec(), g.OptimizerSpec(), d, mods...)
+	c.setState(b, g.InitState())
 }
 
 func (c *chk) setState(b sdk.Backend, r sdk.StateReader) *pb.SetStateResponse {

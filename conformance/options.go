@@ -69,6 +69,9 @@ type Tolerances struct {
 	// Trajectory is the relative error of each loss of a 20-step run (and of
 	// losses continued across backends), relative to max(loss, 0.1).
 	Trajectory float64 `json:"trajectory"`
+	// TrajectoryGradNorm is the relative error of each gradient norm of the
+	// 20-step run, relative to max(norm, 0.1); zero means Trajectory.
+	TrajectoryGradNorm float64 `json:"trajectory_grad_norm,omitempty"`
 }
 
 // DefaultTolerances returns the tolerances for a compute dtype. F32 are the
@@ -76,19 +79,32 @@ type Tolerances struct {
 // vectors (golden/README.md), with a little headroom; the 16-bit dtypes
 // (matmul inputs rounded to 8 or 11 significant bits, F32 accumulation) get
 // bounds relative to each tensor's scale.
+//
+// Three 16-bit bounds are set by what real bf16 arithmetic does (the XLA backend's
+// bf16 matmuls, docs/CONFORMANCE.md), not only by rounding outputs: Adam's first
+// update is lr·sign(g), so an element whose small gradient changes sign under
+// rounding moves 2·lr the other way (and |m̂|/√v̂ stays below about 1.2 with the
+// golden betas), hence ParamPerLRStep 2.5 — a sign flip every step; the
+// gradient norms of the steps after such updates drift with them (2.4 %
+// measured by step 3), hence StepLoss 5e-2; and a 20-step trajectory at a high
+// learning rate amplifies rounding: losses stay within 4.2 % (Trajectory 0.1),
+// but one gradient norm of llama_tied lands 17 % off at step 8 before the run
+// rejoins the golden curve, hence TrajectoryGradNorm 0.25.
+// The F32 checks hold the exact semantics.
 func DefaultTolerances(d pb.DType) Tolerances {
 	switch d {
 	case pb.DType_DTYPE_BF16, pb.DType_DTYPE_F16:
 		return Tolerances{
-			Logits:         Tolerance{Atol: 2e-2, AtolOfMax: 2e-2, Rtol: 3e-2},
-			Grads:          Tolerance{AtolOfMax: 5e-2, Rtol: 1e-1},
-			Loss:           1e-2,
-			StepLoss:       2e-2,
-			ParamPerLRStep: 0.5,
-			ParamRtol:      1e-2,
-			AdamM:          Tolerance{AtolOfMax: 5e-2, Rtol: 1e-1},
-			AdamV:          Tolerance{AtolOfMax: 1e-1, Rtol: 2e-1},
-			Trajectory:     5e-2,
+			Logits:             Tolerance{Atol: 2e-2, AtolOfMax: 2e-2, Rtol: 3e-2},
+			Grads:              Tolerance{AtolOfMax: 5e-2, Rtol: 1e-1},
+			Loss:               1e-2,
+			StepLoss:           5e-2,
+			ParamPerLRStep:     2.5,
+			ParamRtol:          1e-2,
+			AdamM:              Tolerance{AtolOfMax: 5e-2, Rtol: 1e-1},
+			AdamV:              Tolerance{AtolOfMax: 1e-1, Rtol: 2e-1},
+			Trajectory:         0.1,
+			TrajectoryGradNorm: 0.25,
 		}
 	}
 	return Tolerances{

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
@@ -35,10 +36,10 @@ type suite struct {
 	opts    Options
 	log     *slog.Logger
 	info    *pb.GetInfoResponse
-	golden  []*goldenCase // in name order
-	simple  []*goldenCase // unpacked all-ones cases first: what single-case checks use
-	dtypes  []pb.DType    // compute dtypes the numerical checks run in
-	primary pb.DType      // the dtype of checks that run once
+	golden  []*golden.Case // in name order
+	simple  []*golden.Case // unpacked all-ones cases first: what single-case checks use
+	dtypes  []pb.DType     // compute dtypes the numerical checks run in
+	primary pb.DType       // the dtype of checks that run once
 
 	mu     sync.Mutex
 	shared *sdk.Client // plugin process reused across checks; dropped after a failure
@@ -49,7 +50,7 @@ type suite struct {
 }
 
 func newSuite(ctx context.Context, pluginPath string, opts Options) (*suite, error) {
-	golden, err := loadGolden()
+	cases, err := loadGolden()
 	if err != nil {
 		return nil, fmt.Errorf("conformance: golden vectors: %w", err)
 	}
@@ -63,9 +64,9 @@ func newSuite(ctx context.Context, pluginPath string, opts Options) (*suite, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &suite{path: pluginPath, file: filepath.Base(pluginPath), opts: opts, log: log, golden: golden}
-	s.simple = slices.Clone(golden)
-	slices.SortStableFunc(s.simple, func(a, b *goldenCase) int { return a.complexity() - b.complexity() })
+	s := &suite{path: pluginPath, file: filepath.Base(pluginPath), opts: opts, log: log, golden: cases}
+	s.simple = slices.Clone(cases)
+	slices.SortStableFunc(s.simple, func(a, b *golden.Case) int { return complexity(a) - complexity(b) })
 	c, err := s.start(ctx, pluginPath, opts.Env)
 	if err != nil {
 		return nil, err
@@ -434,15 +435,15 @@ func (c *chk) needDType(d pb.DType) {
 }
 
 // unsupported says why the backend cannot run golden case g, or "".
-func (s *suite) unsupported(g *goldenCase) string {
+func (s *suite) unsupported(g *golden.Case) string {
 	cp := s.info.GetCapabilities()
 	switch {
-	case !slices.Contains(cp.GetPosEncodings(), g.posEncoding()):
-		return fmt.Sprintf("backend does not declare %v (case %s)", g.posEncoding(), g.Case)
-	case !slices.Contains(cp.GetMlpTypes(), g.mlpType()):
-		return fmt.Sprintf("backend does not declare %v (case %s)", g.mlpType(), g.Case)
-	case !slices.Contains(cp.GetNormTypes(), g.normType()):
-		return fmt.Sprintf("backend does not declare %v (case %s)", g.normType(), g.Case)
+	case !slices.Contains(cp.GetPosEncodings(), g.PosEncoding()):
+		return fmt.Sprintf("backend does not declare %v (case %s)", g.PosEncoding(), g.Case)
+	case !slices.Contains(cp.GetMlpTypes(), g.MLPType()):
+		return fmt.Sprintf("backend does not declare %v (case %s)", g.MLPType(), g.Case)
+	case !slices.Contains(cp.GetNormTypes(), g.NormType()):
+		return fmt.Sprintf("backend does not declare %v (case %s)", g.NormType(), g.Case)
 	case g.Batch.Packed && !slices.Contains(cp.GetFeatures(), pb.Feature_FEATURE_PACKED_SEGMENTS):
 		return fmt.Sprintf("backend does not declare FEATURE_PACKED_SEGMENTS (case %s is packed)", g.Case)
 	}
@@ -450,7 +451,7 @@ func (s *suite) unsupported(g *goldenCase) string {
 }
 
 // needCase skips unless the backend supports golden case g's architecture.
-func (c *chk) needCase(g *goldenCase) {
+func (c *chk) needCase(g *golden.Case) {
 	c.Helper()
 	if why := c.s.unsupported(g); why != "" {
 		c.Skipf("%s", why)
@@ -459,7 +460,7 @@ func (c *chk) needCase(g *goldenCase) {
 
 // anyCase returns the first golden case the backend supports that satisfies
 // ok (nil = any), or skips.
-func (c *chk) anyCase(what string, ok func(*goldenCase) bool) *goldenCase {
+func (c *chk) anyCase(what string, ok func(*golden.Case) bool) *golden.Case {
 	c.Helper()
 	for _, g := range c.s.simple {
 		if c.s.unsupported(g) == "" && (ok == nil || ok(g)) {
@@ -472,8 +473,8 @@ func (c *chk) anyCase(what string, ok func(*goldenCase) bool) *goldenCase {
 
 // casesPerArch returns the simplest golden case of each architecture family
 // (learned/LayerNorm/GELU and RoPE/RMSNorm/SwiGLU).
-func (s *suite) casesPerArch() []*goldenCase {
-	var out []*goldenCase
+func (s *suite) casesPerArch() []*golden.Case {
+	var out []*golden.Case
 	seen := map[string]bool{}
 	for _, g := range s.simple {
 		if !seen[g.Model.PosEncoding] {

@@ -63,6 +63,68 @@ func ValidateTokens(field string, ids []int32, vocabSize int) error {
 	return nil
 }
 
+// ValidateOptimizer checks a ConfigureRequest's optimizer: beta1 and beta2 in [0,1) and
+// a positive eps.
+func ValidateOptimizer(o *pb.OptimizerSpec) error {
+	if o == nil {
+		return InvalidArgument("optimizer", "missing")
+	}
+	if !(o.Beta1 >= 0 && o.Beta1 < 1) {
+		return InvalidArgument("optimizer.beta1", "must be in [0,1), got %v", o.Beta1)
+	}
+	if !(o.Beta2 >= 0 && o.Beta2 < 1) {
+		return InvalidArgument("optimizer.beta2", "must be in [0,1), got %v", o.Beta2)
+	}
+	if !(o.Eps > 0) {
+		return InvalidArgument("optimizer.eps", "must be positive, got %v", o.Eps)
+	}
+	return nil
+}
+
+// ValidateOptimizerStep checks an OptimizerStepRequest: learning_rate and weight_decay
+// finite and ≥ 0, clip_norm not NaN (+Inf never clips).
+func ValidateOptimizerStep(req *pb.OptimizerStepRequest) error {
+	if lr := req.GetLearningRate(); !(lr >= 0) || math.IsInf(lr, 0) {
+		return InvalidArgument("learning_rate", "must be finite and ≥ 0, got %v", lr)
+	}
+	if wd := req.GetWeightDecay(); !(wd >= 0) || math.IsInf(wd, 0) {
+		return InvalidArgument("weight_decay", "must be finite and ≥ 0, got %v", wd)
+	}
+	if math.IsNaN(req.GetClipNorm()) {
+		return InvalidArgument("clip_norm", "is NaN")
+	}
+	return nil
+}
+
+// PrefillCapacity checks a PrefillRequest's capacity (at most blockSize; 0 means
+// blockSize) and prompt length (1 to the capacity), and returns the capacity. The
+// prompt's token ids are left to ValidateTokens.
+func PrefillCapacity(req *pb.PrefillRequest, blockSize int) (int, error) {
+	capacity := int(req.GetCapacity())
+	if capacity == 0 {
+		capacity = blockSize
+	}
+	if capacity > blockSize {
+		return 0, InvalidArgument("capacity", "%d exceeds block_size %d", capacity, blockSize)
+	}
+	if n := len(req.GetTokens()); n < 1 || n > capacity {
+		return 0, InvalidArgument("tokens", "prompt length %d must be in [1, capacity=%d]", n, capacity)
+	}
+	return capacity, nil
+}
+
+// ValidateDecode checks a DecodeRequest's token and that its cache, holding length of
+// capacity positions, has room for it (FailedPrecondition when full).
+func ValidateDecode(req *pb.DecodeRequest, vocabSize, length, capacity int) error {
+	if tok := req.GetToken(); tok < 0 || int(tok) >= vocabSize {
+		return InvalidArgument("token", "token id %d is outside [0, %d)", tok, vocabSize)
+	}
+	if length >= capacity {
+		return FailedPrecondition("cache %d is full (%d tokens)", req.GetCacheHandle(), capacity)
+	}
+	return nil
+}
+
 func fieldIndex(field string, i int) string {
 	return field + "[" + strconv.Itoa(i) + "]"
 }

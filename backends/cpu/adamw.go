@@ -1,6 +1,10 @@
 package cpu
 
-import "math"
+import (
+	"math"
+
+	"github.com/mypt/mypt/sdk/modelspec"
+)
 
 // optimizer is AdamW as torch.optim.AdamW computes it, over the flat parameter buffer.
 type optimizer struct {
@@ -25,7 +29,7 @@ func gradNorm(p *pool, g []float32, partial []float64) float64 {
 // step clips the gradients to clipNorm (≤ 0: no clipping) like
 // torch.nn.utils.clip_grad_norm_, applies one AdamW step with decoupled weight decay on the
 // slots marked for decay, and zeroes the gradients. It returns the norm before clipping.
-func (o *optimizer) step(p *pool, lay *layout, params, grads []float32, lr, wd, clipNorm float64, partial []float64) float64 {
+func (o *optimizer) step(p *pool, lay *modelspec.Layout, params, grads []float32, lr, wd, clipNorm float64, partial []float64) float64 {
 	norm := gradNorm(p, grads, partial)
 	gscale := float32(1)
 	if clipNorm > 0 {
@@ -40,14 +44,14 @@ func (o *optimizer) step(p *pool, lay *layout, params, grads []float32, lr, wd, 
 	bc2Sqrt := float32(math.Sqrt(bc2))
 	b1, b2, eps := float32(o.beta1), float32(o.beta2), float32(o.eps)
 	c := adamConsts{gscale: gscale, b1: b1, c1: 1 - b1, b2: b2, c2: 1 - b2, bc2Sqrt: bc2Sqrt, eps: eps, stepSize: stepSize}
-	for _, s := range lay.slots {
+	for _, s := range lay.Params {
 		c.decay = 1
-		if s.decay {
+		if s.Decay {
 			c.decay = float32(1 - lr*wd)
 		}
-		pw, gw := params[s.off:s.off+s.n], grads[s.off:s.off+s.n]
-		mw, vw := o.m[s.off:s.off+s.n], o.v[s.off:s.off+s.n]
-		p.run(s.n, 1<<14, func(_, lo, hi int) {
+		pw, gw := params[s.Offset:s.Offset+s.Size], grads[s.Offset:s.Offset+s.Size]
+		mw, vw := o.m[s.Offset:s.Offset+s.Size], o.v[s.Offset:s.Offset+s.Size]
+		p.run(s.Size, 1<<14, func(_, lo, hi int) {
 			adamw32(pw[lo:hi], gw[lo:hi], mw[lo:hi], vw[lo:hi], &c)
 		})
 	}

@@ -7,9 +7,7 @@ package cpu
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"math"
 	"runtime"
 	"slices"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/mypt/mypt/backends/cpu/gemm"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/modelspec"
+	"github.com/mypt/mypt/sdk/paramstate"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -47,8 +47,7 @@ type session struct {
 	engine  *gemm.Engine
 	workers []*gemm.Engine
 	partial []float64
-	caches  map[uint64]*kvCache
-	nextID  uint64
+	caches  sdk.CacheTable[*kvCache]
 }
 
 // New returns a CPU backend.
@@ -91,26 +90,17 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 
 // Configure builds the model and optimizer, discarding any previous session.
 func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
-	a, err := archFromSpec(req.GetModel())
+	a, err := modelspec.Validate(req.GetModel())
 	if err != nil {
 		return nil, err
 	}
-	lay, err := layoutFromSpec(a, req.GetModel().GetParams())
+	lay, err := modelspec.NewLayout(a, req.GetModel().GetParams())
 	if err != nil {
 		return nil, err
 	}
 	o := req.GetOptimizer()
-	if o == nil {
-		return nil, sdk.InvalidArgument("optimizer", "missing")
-	}
-	if !(o.Beta1 >= 0 && o.Beta1 < 1) {
-		return nil, sdk.InvalidArgument("optimizer.beta1", "must be in [0,1), got %v", o.Beta1)
-	}
-	if !(o.Beta2 >= 0 && o.Beta2 < 1) {
-		return nil, sdk.InvalidArgument("optimizer.beta2", "must be in [0,1), got %v", o.Beta2)
-	}
-	if !(o.Eps > 0) {
-		return nil, sdk.InvalidArgument("optimizer.eps", "must be positive, got %v", o.Eps)
+	if err := sdk.ValidateOptimizer(o); err != nil {
+		return nil, err
 	}
 	if pr := req.GetPrecision(); pr != nil {
 		if pr.ParamDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ParamDtype != pb.DType_DTYPE_F32 {
@@ -124,7 +114,7 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closeSession()
-	s := &session{spec: req.GetModel(), caches: map[uint64]*kvCache{}}
+	s := &session{spec: req.GetModel()}
 	s.pool = newPool(b.threads)
 	s.engine = gemm.New(b.threads)
 	workerMM := make([]gemmFunc[float32], b.threads)
@@ -136,16 +126,16 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	s.partial = make([]float64, b.threads)
 	s.model = newModel(a, lay, s.pool, s.engine.Sgemm, workerMM)
 	s.opt = optimizer{beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps,
-		m: make([]float32, lay.total), v: make([]float32, lay.total)}
+		m: make([]float32, lay.Total), v: make([]float32, lay.Total)}
 	maxB, maxT := int(req.MaxBatchSize), int(req.MaxSeqLen)
-	if maxT == 0 || maxT > a.block {
-		maxT = a.block
+	if maxT == 0 || maxT > a.BlockSize {
+		maxT = a.BlockSize
 	}
 	if maxB > 0 {
-		s.model.ensure(maxB, maxT, a.dropout > 0)
+		s.model.ensure(maxB, maxT, a.Dropout > 0)
 	}
 	b.session = s
-	return &pb.ConfigureResponse{ParameterCount: uint64(lay.total), MemoryBytes: uint64(4 * 4 * lay.total)}, nil
+	return &pb.ConfigureResponse{ParameterCount: uint64(lay.Total), MemoryBytes: uint64(4 * 4 * lay.Total)}, nil
 }
 
 func (b *Backend) closeSession() {
@@ -192,6 +182,23 @@ func (s *session) roleBuffer(role pb.TensorRole) []float32 {
 	return nil
 }
 
+// session is the paramstate.Store of the state calls: a role's tensors are ranges of
+// its flat buffer.
+var _ paramstate.Store = (*session)(nil)
+
+func (s *session) Has(role pb.TensorRole) bool { return s.roleBuffer(role) != nil }
+
+func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
+	p := s.model.lay.Params[i]
+	copy(s.roleBuffer(role)[p.Offset:p.Offset+p.Size], values)
+	return nil
+}
+
+func (s *session) Values(role pb.TensorRole, i int) ([]float32, error) {
+	p := s.model.lay.Params[i]
+	return s.roleBuffer(role)[p.Offset : p.Offset+p.Size], nil
+}
+
 // SetState loads named tensors and clears the accumulated gradients.
 func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateResponse, error) {
 	s, err := b.lockSession()
@@ -202,35 +209,9 @@ func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateRe
 	if h := r.Header(); h != nil {
 		s.opt.steps = h.OptimizerSteps
 	}
-	var count uint32
-	for i := 0; ; i++ {
-		t, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading state tensor %d: %w", i, err)
-		}
-		field := fmt.Sprintf("tensor[%s]", t.Name)
-		idx, ok := s.model.lay.byName[t.Name]
-		if !ok {
-			return nil, sdk.NotFound("tensor %q is not a parameter of this model", t.Name)
-		}
-		sl := s.model.lay.slots[idx]
-		if t.Role == pb.TensorRole_TENSOR_ROLE_GRAD {
-			return nil, sdk.InvalidArgument(field+".role", "gradients are read-only")
-		}
-		buf := s.roleBuffer(t.Role)
-		if buf == nil {
-			return nil, sdk.InvalidArgument(field+".role", "unsupported role %v", t.Role)
-		}
-		if !slices.Equal(t.Shape, sl.shape) {
-			return nil, sdk.InvalidArgument(field+".shape", "got %v, the model has %v", t.Shape, sl.shape)
-		}
-		if err := decode(buf[sl.off:sl.off+sl.n], t.Data, t.DType); err != nil {
-			return nil, sdk.InvalidArgument(field, "%v", err)
-		}
-		count++
+	count, err := paramstate.Receive(r, s.model.lay, s)
+	if err != nil {
+		return nil, err
 	}
 	clear(s.model.grads)
 	return &pb.SetStateResponse{TensorsReceived: count}, nil
@@ -243,107 +224,11 @@ func (b *Backend) GetState(_ context.Context, req *pb.GetStateRequest, w sdk.Sta
 		return err
 	}
 	defer b.mu.Unlock()
-	roles := req.GetRoles()
-	if len(roles) == 0 {
-		roles = []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V}
-	}
-	for i, r := range roles {
-		if s.roleBuffer(r) == nil {
-			return sdk.InvalidArgument(fmt.Sprintf("roles[%d]", i), "unsupported role %v", r)
-		}
-	}
-	dtype := req.GetDtype()
-	if dtype == pb.DType_DTYPE_UNSPECIFIED {
-		dtype = pb.DType_DTYPE_F32
-	}
-	if elemSize(dtype) == 0 {
-		return sdk.InvalidArgument("dtype", "unsupported %v", dtype)
-	}
-	slots := s.model.lay.slots
-	if names := req.GetNames(); len(names) > 0 {
-		slots = nil
-		for i, n := range names {
-			idx, ok := s.model.lay.byName[n]
-			if !ok {
-				return sdk.NotFound("names[%d]: tensor %q is not a parameter of this model", i, n)
-			}
-			slots = append(slots, s.model.lay.slots[idx])
-		}
-	}
-	if err := w.WriteHeader(&pb.StateHeader{OptimizerSteps: s.opt.steps, TensorCount: uint32(len(slots) * len(roles))}); err != nil {
-		return fmt.Errorf("writing state header: %w", err)
-	}
-	for _, r := range roles {
-		buf := s.roleBuffer(r)
-		for _, sl := range slots {
-			t := &sdk.Tensor{Name: sl.name, Role: r, Shape: slices.Clone(sl.shape), DType: dtype,
-				Data: encode(buf[sl.off:sl.off+sl.n], dtype)}
-			if err := w.WriteTensor(t); err != nil {
-				return fmt.Errorf("writing tensor %s: %w", sl.name, err)
-			}
-		}
-	}
-	return nil
-}
-
-func elemSize(d pb.DType) int {
-	switch d {
-	case pb.DType_DTYPE_F32:
-		return 4
-	case pb.DType_DTYPE_F64:
-		return 8
-	case pb.DType_DTYPE_BF16:
-		return 2
-	}
-	return 0
-}
-
-// decode converts little-endian elements of dtype d into dst.
-func decode(dst []float32, data []byte, d pb.DType) error {
-	es := elemSize(d)
-	if es == 0 {
-		return fmt.Errorf("unsupported dtype %v", d)
-	}
-	if len(data) != es*len(dst) {
-		return fmt.Errorf("got %d bytes, want %d (%d elements of %v)", len(data), es*len(dst), len(dst), d)
-	}
-	for i := range dst {
-		switch d {
-		case pb.DType_DTYPE_F32:
-			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
-		case pb.DType_DTYPE_F64:
-			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:])))
-		case pb.DType_DTYPE_BF16:
-			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(data[2*i:])) << 16)
-		}
-	}
-	return nil
-}
-
-// encode converts src to little-endian elements of dtype d (bf16 rounds to nearest even).
-func encode(src []float32, d pb.DType) []byte {
-	out := make([]byte, elemSize(d)*len(src))
-	for i, v := range src {
-		switch d {
-		case pb.DType_DTYPE_F32:
-			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
-		case pb.DType_DTYPE_F64:
-			binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(float64(v)))
-		case pb.DType_DTYPE_BF16:
-			bits := math.Float32bits(v)
-			if v != v { // NaN stays NaN
-				bits |= 1 << 22
-			} else {
-				bits += 0x7FFF + (bits>>16)&1
-			}
-			binary.LittleEndian.PutUint16(out[2*i:], uint16(bits>>16))
-		}
-	}
-	return out
+	return paramstate.Send(req, w, s.model.lay, s.opt.steps, s)
 }
 
 // validateBatch checks a batch against the model; field paths start with prefix.
-func validateBatch(a arch, bt *pb.Batch, prefix string, needTargets bool) (pass, error) {
+func validateBatch(a modelspec.Arch, bt *pb.Batch, prefix string, needTargets bool) (pass, error) {
 	if bt == nil {
 		return pass{}, sdk.InvalidArgument(prefix, "missing")
 	}
@@ -351,8 +236,8 @@ func validateBatch(a arch, bt *pb.Batch, prefix string, needTargets bool) (pass,
 	if B < 1 {
 		return pass{}, sdk.InvalidArgument(prefix+".batch_size", "must be ≥ 1, got %d", B)
 	}
-	if T < 1 || T > a.block {
-		return pass{}, sdk.InvalidArgument(prefix+".seq_len", "must be in [1, block_size=%d], got %d", a.block, T)
+	if T < 1 || T > a.BlockSize {
+		return pass{}, sdk.InvalidArgument(prefix+".seq_len", "must be in [1, block_size=%d], got %d", a.BlockSize, T)
 	}
 	n := B * T
 	check := func(field string, got int) error {
@@ -365,8 +250,8 @@ func validateBatch(a arch, bt *pb.Batch, prefix string, needTargets bool) (pass,
 		return pass{}, err
 	}
 	for i, tok := range bt.Tokens {
-		if tok < 0 || int(tok) >= a.V {
-			return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.tokens[%d]", prefix, i), "token id %d is outside [0, %d)", tok, a.V)
+		if tok < 0 || int(tok) >= a.VocabSize {
+			return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.tokens[%d]", prefix, i), "token id %d is outside [0, %d)", tok, a.VocabSize)
 		}
 	}
 	if needTargets {
@@ -380,8 +265,8 @@ func validateBatch(a arch, bt *pb.Batch, prefix string, needTargets bool) (pass,
 			if !(w >= 0) || math.IsInf(float64(w), 0) {
 				return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.loss_weights[%d]", prefix, i), "weight %v must be finite and ≥ 0", w)
 			}
-			if tg := bt.Targets[i]; w > 0 && (tg < 0 || int(tg) >= a.V) {
-				return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.targets[%d]", prefix, i), "target id %d is outside [0, %d)", tg, a.V)
+			if tg := bt.Targets[i]; w > 0 && (tg < 0 || int(tg) >= a.VocabSize) {
+				return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.targets[%d]", prefix, i), "target id %d is outside [0, %d)", tg, a.VocabSize)
 			}
 		}
 	}
@@ -421,14 +306,8 @@ func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest)
 		return nil, err
 	}
 	defer b.mu.Unlock()
-	if lr := req.LearningRate; !(lr >= 0) || math.IsInf(lr, 0) {
-		return nil, sdk.InvalidArgument("learning_rate", "must be finite and ≥ 0, got %v", lr)
-	}
-	if wd := req.WeightDecay; !(wd >= 0) || math.IsInf(wd, 0) {
-		return nil, sdk.InvalidArgument("weight_decay", "must be finite and ≥ 0, got %v", wd)
-	}
-	if math.IsNaN(req.ClipNorm) {
-		return nil, sdk.InvalidArgument("clip_norm", "is NaN")
+	if err := sdk.ValidateOptimizerStep(req); err != nil {
+		return nil, err
 	}
 	norm := s.opt.step(s.pool, s.model.lay, s.model.params, s.model.grads, req.LearningRate, req.WeightDecay, req.ClipNorm, s.partial)
 	return &pb.OptimizerStepResponse{GradNorm: norm, OptimizerSteps: s.opt.steps}, nil
@@ -449,7 +328,7 @@ func (b *Backend) Evaluate(_ context.Context, req *pb.EvaluateRequest) (*pb.Eval
 	n := ps.b * ps.t
 	resp := &pb.EvaluateResponse{}
 	if req.ReturnLogits {
-		resp.Logits = slices.Clone(s.model.x.logits[:n*s.model.a.V])
+		resp.Logits = slices.Clone(s.model.x.logits[:n*s.model.a.VocabSize])
 	}
 	tot := s.model.lossAndGrad(n, req.Batch.Targets, req.Batch.LossWeights, 0, false)
 	resp.LossSum, resp.WeightSum, resp.Correct, resp.Counted = tot.lossSum, tot.weightSum, tot.correct, tot.counted

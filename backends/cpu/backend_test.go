@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mypt/mypt/backends/internal/goldentest"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 	"google.golang.org/grpc/codes"
@@ -13,12 +14,12 @@ import (
 // Prefill + Decode logits equal the full forward's logits at every position.
 func TestKVCacheMatchesFullForward(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range loadGoldenCases(t) {
+	for _, g := range goldentest.Cases(t) {
 		t.Run(g.Case, func(t *testing.T) {
 			b := newGoldenBackend(t, g)
 			T := int(g.Batch.SeqLen)
 			V := int(g.Model.VocabSize)
-			tokens := g.tensors["batch.tokens"].i32[:T]
+			tokens := g.I32("batch.tokens")[:T]
 			full, err := b.Evaluate(ctx, &pb.EvaluateRequest{ReturnLogits: true, Batch: &pb.Batch{
 				BatchSize: 1, SeqLen: uint32(T), Tokens: tokens, Targets: make([]int32, T), LossWeights: make([]float32, T)}})
 			if err != nil {
@@ -29,7 +30,7 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			assertClose(t, "prefill logits", pre.Logits, full.Logits[:prompt*V], 1e-5, 1e-4)
+			goldentest.AssertClose(t, "prefill logits", pre.Logits, full.Logits[:prompt*V], 1e-5, 1e-4)
 			for i := prompt; i < T; i++ {
 				d, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: pre.CacheHandle, Token: tokens[i]})
 				if err != nil {
@@ -38,7 +39,7 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 				if d.Length != uint32(i+1) {
 					t.Fatalf("length %d, want %d", d.Length, i+1)
 				}
-				assertClose(t, "decode logits", d.Logits, full.Logits[i*V:(i+1)*V], 1e-5, 1e-4)
+				goldentest.AssertClose(t, "decode logits", d.Logits, full.Logits[i*V:(i+1)*V], 1e-5, 1e-4)
 			}
 			// a cache of capacity T is now full
 			small, err := b.Prefill(ctx, &pb.PrefillRequest{Tokens: tokens[:2], Capacity: 2})
@@ -64,11 +65,11 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 // Same dropout seed ⇒ same result; another seed ⇒ another result; dropout off in Evaluate.
 func TestDropoutSeeded(t *testing.T) {
 	ctx := context.Background()
-	g := loadGoldenCases(t)[0]
+	g := goldentest.Cases(t)[0]
 	g.Model.Dropout = 0.3
 	b := newGoldenBackend(t, g)
 	run := func(seed uint64) float64 {
-		fb, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.batch(), GradScale: 1, DropoutSeed: seed})
+		fb, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: 1, DropoutSeed: seed})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,31 +82,31 @@ func TestDropoutSeeded(t *testing.T) {
 	if a1 == g.LossSum {
 		t.Fatal("dropout had no effect on the training loss")
 	}
-	ev, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: g.batch()})
+	ev, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: g.NewBatch()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if relErr(ev.LossSum, g.LossSum) > lossRtol {
+	if goldentest.RelErr(ev.LossSum, g.LossSum) > goldentest.F32.LossRtol {
 		t.Fatalf("Evaluate with dropout configured: %v, want the dropout-free %v", ev.LossSum, g.LossSum)
 	}
 }
 
 func TestValidation(t *testing.T) {
 	ctx := context.Background()
-	g := loadGoldenCases(t)[0]
+	g := goldentest.Cases(t)[0]
 
-	if _, err := New(Options{}).ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.batch()}); sdk.Code(err) != codes.FailedPrecondition {
+	if _, err := New(Options{}).ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch()}); sdk.Code(err) != codes.FailedPrecondition {
 		t.Errorf("ForwardBackward before Configure: %v", err)
 	}
 
 	// parameter list mismatches name the tensor
-	spec := g.spec()
+	spec := g.Spec()
 	spec.Params[3].Shape = []int64{1, 2}
 	_, err := New(Options{}).Configure(ctx, &pb.ConfigureRequest{Model: spec, Optimizer: &pb.OptimizerSpec{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8}})
 	if sdk.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), spec.Params[3].Name) {
 		t.Errorf("bad shape: %v", err)
 	}
-	spec = g.spec()
+	spec = g.Spec()
 	missing := spec.Params[len(spec.Params)-1].Name
 	spec.Params = spec.Params[:len(spec.Params)-1]
 	_, err = New(Options{}).Configure(ctx, &pb.ConfigureRequest{Model: spec, Optimizer: &pb.OptimizerSpec{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8}})
@@ -126,10 +127,7 @@ func TestValidation(t *testing.T) {
 		{"batch.segment_ids", func(x *pb.Batch) { x.SegmentIds = []int32{1} }},
 	}
 	for _, c := range cases {
-		batch := g.batch()
-		batch.Tokens = append([]int32{}, batch.Tokens...)
-		batch.Targets = append([]int32{}, batch.Targets...)
-		batch.LossWeights = append([]float32{}, batch.LossWeights...)
+		batch := g.NewBatch()
 		c.mutate(batch)
 		_, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: batch, GradScale: 1})
 		if sdk.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.field+":") {
@@ -137,8 +135,8 @@ func TestValidation(t *testing.T) {
 		}
 	}
 	// unknown tensor in SetState
-	_, err = b.SetState(ctx, &sliceReader{header: &pb.StateHeader{}, tensors: []*sdk.Tensor{
-		f32Tensor("nope.weight", pb.TensorRole_TENSOR_ROLE_PARAM, []int64{1}, []float32{0})}})
+	_, err = b.SetState(ctx, sdk.NewTensorList(0,
+		sdk.F32Tensor("nope.weight", pb.TensorRole_TENSOR_ROLE_PARAM, []int64{1}, []float32{0})))
 	if sdk.Code(err) != codes.NotFound {
 		t.Errorf("unknown tensor: %v", err)
 	}

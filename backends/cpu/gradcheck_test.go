@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/mypt/mypt/backends/cpu/gemm"
+	"github.com/mypt/mypt/sdk/modelspec"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -118,8 +119,8 @@ func TestLayerGradients(t *testing.T) {
 	})
 	t.Run("rope", func(t *testing.T) {
 		nh, cc := 2, 8
-		a := arch{C: cc, nh: nh, hd: cc / nh, block: n, ropeTheta: 100, ropeScale: 2, L: 0, learnedPos: false}
-		m := newModel[float64](a, &layout{byName: map[string]int{}}, p, mm, nil)
+		a := modelspec.Arch{NEmbd: cc, NHead: nh, HeadDim: cc / nh, BlockSize: n, RopeTheta: 100, RopeScale: 2, NLayer: 0, LearnedPos: false}
+		m := newModel[float64](a, &modelspec.Layout{}, p, mm, nil)
 		pos := []int32{0, 1, 2, 0, 1, 5}
 		x, R := randVec(r, n*3*cc, 1), randVec(r, n*3*cc, 1)
 		y := make([]float64, len(x))
@@ -175,13 +176,9 @@ func fdSpec(llama bool) *pb.ModelSpec {
 	} else {
 		s.PosEncoding, s.MlpType, s.NormType, s.MlpHidden = pb.PosEncoding_POS_ENCODING_LEARNED, pb.MLPType_MLP_TYPE_GELU, pb.NormType_NORM_TYPE_LAYERNORM, 32
 	}
-	a, _ := archFromSpec(s)
-	for _, d := range a.tensorDefs() {
-		sh := make([]int64, len(d.shape))
-		for i, v := range d.shape {
-			sh[i] = int64(v)
-		}
-		s.Params = append(s.Params, &pb.ParamSpec{Name: d.name, Shape: sh})
+	a, _ := modelspec.Validate(s)
+	for _, d := range a.Tensors() {
+		s.Params = append(s.Params, &pb.ParamSpec{Name: d.Name, Shape: d.Shape})
 	}
 	return s
 }
@@ -190,11 +187,11 @@ func TestModelGradients(t *testing.T) {
 	for _, llama := range []bool{false, true} {
 		t.Run(fmt.Sprintf("llama=%v", llama), func(t *testing.T) {
 			spec := fdSpec(llama)
-			a, err := archFromSpec(spec)
+			a, err := modelspec.Validate(spec)
 			if err != nil {
 				t.Fatal(err)
 			}
-			lay, err := layoutFromSpec(a, spec.Params)
+			lay, err := modelspec.NewLayout(a, spec.Params)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -215,8 +212,8 @@ func TestModelGradients(t *testing.T) {
 				m.forward(ps)
 				return m.lossAndGrad(ps.b*ps.t, targets, weights, 0, false).lossSum
 			}
-			for _, s := range lay.slots {
-				checkGrad(t, s.name, m.params[s.off:s.off+s.n], grads[s.off:s.off+s.n], loss)
+			for _, s := range lay.Params {
+				checkGrad(t, s.Name, m.params[s.Offset:s.Offset+s.Size], grads[s.Offset:s.Offset+s.Size], loss)
 			}
 		})
 	}

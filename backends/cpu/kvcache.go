@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/modelspec"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -26,9 +27,9 @@ type kvCache struct {
 func newKVCache(m *model[float32], capacity int) *kvCache {
 	a := m.a
 	c := &kvCache{capacity: capacity}
-	for range a.L {
-		c.k = append(c.k, make([]float32, capacity*a.C))
-		c.v = append(c.v, make([]float32, capacity*a.C))
+	for range a.NLayer {
+		c.k = append(c.k, make([]float32, capacity*a.NEmbd))
+		c.v = append(c.v, make([]float32, capacity*a.NEmbd))
 	}
 	for range m.pool.workers {
 		c.scores = append(c.scores, make([]float32, capacity))
@@ -36,25 +37,25 @@ func newKVCache(m *model[float32], capacity int) *kvCache {
 	return c
 }
 
-func (c *kvCache) ensure(rows int, a arch) {
+func (c *kvCache) ensure(rows int, a modelspec.Arch) {
 	if rows <= c.rows {
 		return
 	}
 	c.rows = rows
-	C, H := a.C, a.H
+	C, H := a.NEmbd, a.MLPHidden
 	c.x, c.ln, c.y, c.tmp = make([]float32, rows*C), make([]float32, rows*C), make([]float32, rows*C), make([]float32, rows*C)
 	c.qkv = make([]float32, rows*3*C)
 	c.mean, c.rstd = make([]float32, rows), make([]float32, rows)
 	c.h, c.up, c.act = make([]float32, rows*H), make([]float32, rows*H), make([]float32, rows*H)
 	c.pos = make([]int32, rows)
-	c.logits = make([]float32, rows*a.V)
+	c.logits = make([]float32, rows*a.VocabSize)
 }
 
 // extendCache32 runs tokens through the network at positions c.length…, appending their
 // keys and values, and returns the logits of every new position ([len(tokens), V], owned by c).
 func extendCache32(m *model[float32], c *kvCache, tokens []int32) []float32 {
 	a := m.a
-	n, C, H := len(tokens), a.C, a.H
+	n, C, H := len(tokens), a.NEmbd, a.MLPHidden
 	c.ensure(n, a)
 	pos0 := c.length
 	x, ln, qkv, y, tmp := c.x[:n*C], c.ln[:n*C], c.qkv[:n*3*C], c.y[:n*C], c.tmp[:n*C]
@@ -62,21 +63,21 @@ func extendCache32(m *model[float32], c *kvCache, tokens []int32) []float32 {
 	for i, tok := range tokens {
 		pos[i] = int32(pos0 + i)
 		dst := x[i*C : (i+1)*C]
-		copy(dst, m.w.wte[int(tok)*C:])
-		if a.learnedPos {
-			for j, v := range m.w.wpe[(pos0+i)*C : (pos0+i+1)*C] {
+		copy(dst, m.w.Wte[int(tok)*C:])
+		if a.LearnedPos {
+			for j, v := range m.w.Wpe[(pos0+i)*C : (pos0+i+1)*C] {
 				dst[j] += v
 			}
 		}
 	}
-	hd := a.hd
+	hd := a.HeadDim
 	scale := 1 / math.Sqrt(float64(hd))
-	for l := 0; l < a.L; l++ {
-		w := &m.w.layers[l]
-		normForward(m.pool, a.layerNorm, ln, c.mean, c.rstd, x, w.ln1W, w.ln1B, n, C, a.eps)
-		linearForward(m.mm, m.pool, qkv, ln, w.qkvW, w.qkvB, n, C, 3*C)
-		if !a.learnedPos {
-			ropeApply(m.pool, qkv, pos, m.ropeCos, m.ropeSin, n, C, a.nh, false)
+	for l := 0; l < a.NLayer; l++ {
+		w := &m.w.Layers[l]
+		normForward(m.pool, a.LayerNorm, ln, c.mean, c.rstd, x, w.Ln1W, w.Ln1B, n, C, a.NormEps)
+		linearForward(m.mm, m.pool, qkv, ln, w.QkvW, w.QkvB, n, C, 3*C)
+		if !a.LearnedPos {
+			ropeApply(m.pool, qkv, pos, m.ropeCos, m.ropeSin, n, C, a.NHead, false)
 		}
 		kc, vc := c.k[l], c.v[l]
 		for i := 0; i < n; i++ {
@@ -84,10 +85,10 @@ func extendCache32(m *model[float32], c *kvCache, tokens []int32) []float32 {
 			copy(vc[(pos0+i)*C:(pos0+i+1)*C], qkv[i*3*C+2*C:i*3*C+3*C])
 		}
 		// each new position attends to every cached position up to itself
-		m.pool.run(n*a.nh, 1, func(wk, lo, hi int) {
+		m.pool.run(n*a.NHead, 1, func(wk, lo, hi int) {
 			sc := c.scores[wk]
 			for ih := lo; ih < hi; ih++ {
-				i, h := ih/a.nh, ih%a.nh
+				i, h := ih/a.NHead, ih%a.NHead
 				p := pos0 + i
 				q := qkv[i*3*C+h*hd : i*3*C+(h+1)*hd]
 				mx := math.Inf(-1)
@@ -117,27 +118,27 @@ func extendCache32(m *model[float32], c *kvCache, tokens []int32) []float32 {
 				}
 			}
 		})
-		linearForward(m.mm, m.pool, tmp, y, w.projW, w.projB, n, C, C)
+		linearForward(m.mm, m.pool, tmp, y, w.ProjW, w.ProjB, n, C, C)
 		residualAdd(m.pool, x, tmp, nil)
-		normForward(m.pool, a.layerNorm, ln, c.mean, c.rstd, x, w.ln2W, w.ln2B, n, C, a.eps)
+		normForward(m.pool, a.LayerNorm, ln, c.mean, c.rstd, x, w.Ln2W, w.Ln2B, n, C, a.NormEps)
 		h, act := c.h[:n*H], c.act[:n*H]
-		if a.swiglu {
+		if a.SwiGLU {
 			up := c.up[:n*H]
-			linearForward(m.mm, m.pool, h, ln, w.gateW, nil, n, C, H)
-			linearForward(m.mm, m.pool, up, ln, w.upW, nil, n, C, H)
+			linearForward(m.mm, m.pool, h, ln, w.GateW, nil, n, C, H)
+			linearForward(m.mm, m.pool, up, ln, w.UpW, nil, n, C, H)
 			swigluForward(m.pool, act, h, up)
-			linearForward(m.mm, m.pool, tmp, act, w.downW, nil, n, H, C)
+			linearForward(m.mm, m.pool, tmp, act, w.DownW, nil, n, H, C)
 		} else {
-			linearForward(m.mm, m.pool, h, ln, w.fc1W, w.fc1B, n, C, H)
+			linearForward(m.mm, m.pool, h, ln, w.Fc1W, w.Fc1B, n, C, H)
 			geluForward(m.pool, act, h)
-			linearForward(m.mm, m.pool, tmp, act, w.fc2W, w.fc2B, n, H, C)
+			linearForward(m.mm, m.pool, tmp, act, w.Fc2W, w.Fc2B, n, H, C)
 		}
 		residualAdd(m.pool, x, tmp, nil)
 	}
 	c.length += n
-	normForward(m.pool, a.layerNorm, ln, c.mean, c.rstd, x, m.w.lnfW, m.w.lnfB, n, C, a.eps)
-	logits := c.logits[:n*a.V]
-	linearForward(m.mm, m.pool, logits, ln, m.w.lmW, m.w.lmB, n, C, a.V)
+	normForward(m.pool, a.LayerNorm, ln, c.mean, c.rstd, x, m.w.LnfW, m.w.LnfB, n, C, a.NormEps)
+	logits := c.logits[:n*a.VocabSize]
+	linearForward(m.mm, m.pool, logits, ln, m.w.LmW, m.w.LmB, n, C, a.VocabSize)
 	return logits
 }
 
@@ -149,29 +150,22 @@ func (b *Backend) Prefill(_ context.Context, req *pb.PrefillRequest) (*pb.Prefil
 	}
 	defer b.mu.Unlock()
 	a := s.model.a
-	capacity := int(req.Capacity)
-	if capacity == 0 {
-		capacity = a.block
-	}
-	if capacity > a.block {
-		return nil, sdk.InvalidArgument("capacity", "%d exceeds block_size %d", capacity, a.block)
-	}
-	if len(req.Tokens) < 1 || len(req.Tokens) > capacity {
-		return nil, sdk.InvalidArgument("tokens", "prompt length %d must be in [1, capacity=%d]", len(req.Tokens), capacity)
+	capacity, err := sdk.PrefillCapacity(req, a.BlockSize)
+	if err != nil {
+		return nil, err
 	}
 	for i, t := range req.Tokens {
-		if t < 0 || int(t) >= a.V {
-			return nil, sdk.InvalidArgument("tokens["+itoa(i)+"]", "token id %d is outside [0, %d)", t, a.V)
+		if t < 0 || int(t) >= a.VocabSize {
+			return nil, sdk.InvalidArgument("tokens["+itoa(i)+"]", "token id %d is outside [0, %d)", t, a.VocabSize)
 		}
 	}
 	c := newKVCache(s.model, capacity)
 	logits := extendCache32(s.model, c, req.Tokens)
-	s.nextID++
-	s.caches[s.nextID] = c
+	h := s.caches.Add(c)
 	if !req.AllLogits {
-		logits = logits[(len(req.Tokens)-1)*a.V:]
+		logits = logits[(len(req.Tokens)-1)*a.VocabSize:]
 	}
-	return &pb.PrefillResponse{CacheHandle: s.nextID, Logits: slices.Clone(logits)}, nil
+	return &pb.PrefillResponse{CacheHandle: h, Logits: slices.Clone(logits)}, nil
 }
 
 // Decode appends one token and returns the next-token logits.
@@ -181,16 +175,12 @@ func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeRe
 		return nil, err
 	}
 	defer b.mu.Unlock()
-	c, ok := s.caches[req.CacheHandle]
-	if !ok {
-		return nil, sdk.NotFound("cache handle %d is unknown or released", req.CacheHandle)
+	c, err := s.caches.Get(req.CacheHandle)
+	if err != nil {
+		return nil, err
 	}
-	a := s.model.a
-	if req.Token < 0 || int(req.Token) >= a.V {
-		return nil, sdk.InvalidArgument("token", "token id %d is outside [0, %d)", req.Token, a.V)
-	}
-	if c.length >= c.capacity {
-		return nil, sdk.FailedPrecondition("cache %d is full (%d tokens)", req.CacheHandle, c.capacity)
+	if err := sdk.ValidateDecode(req, s.model.a.VocabSize, c.length, c.capacity); err != nil {
+		return nil, err
 	}
 	logits := extendCache32(s.model, c, []int32{req.Token})
 	return &pb.DecodeResponse{Logits: slices.Clone(logits), Length: uint32(c.length)}, nil
@@ -203,9 +193,8 @@ func (b *Backend) ReleaseCache(_ context.Context, req *pb.ReleaseCacheRequest) (
 		return nil, err
 	}
 	defer b.mu.Unlock()
-	if _, ok := s.caches[req.CacheHandle]; !ok {
-		return nil, sdk.NotFound("cache handle %d is unknown or released", req.CacheHandle)
+	if _, err := s.caches.Remove(req.CacheHandle); err != nil {
+		return nil, err
 	}
-	delete(s.caches, req.CacheHandle)
 	return &pb.ReleaseCacheResponse{}, nil
 }

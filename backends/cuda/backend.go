@@ -8,18 +8,18 @@ package cuda
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 
 	"github.com/mypt/mypt/backends/cuda/device"
+	"github.com/mypt/mypt/backends/cuda/kernels"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/modelspec"
+	"github.com/mypt/mypt/sdk/paramstate"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -53,8 +53,7 @@ type Backend struct {
 type session struct {
 	model  *model
 	opt    optimizer
-	caches map[uint64]*kvCache
-	nextID uint64
+	caches sdk.CacheTable[*kvCache]
 	scr    *kvScratch
 }
 
@@ -126,26 +125,20 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 
 // Configure builds the model on the device, discarding any previous session.
 func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
-	a, err := archFromSpec(req.GetModel())
+	a, err := modelspec.Validate(req.GetModel())
 	if err != nil {
 		return nil, err
 	}
-	lay, err := layoutFromSpec(a, req.GetModel().GetParams())
+	if a.HeadDim > kernels.MaxHeadDim {
+		return nil, sdk.Unimplemented(fmt.Sprintf("head dim %d (the attention kernels take at most %d)", a.HeadDim, kernels.MaxHeadDim))
+	}
+	lay, err := modelspec.NewLayout(a, req.GetModel().GetParams())
 	if err != nil {
 		return nil, err
 	}
 	o := req.GetOptimizer()
-	if o == nil {
-		return nil, sdk.InvalidArgument("optimizer", "missing")
-	}
-	if !(o.Beta1 >= 0 && o.Beta1 < 1) {
-		return nil, sdk.InvalidArgument("optimizer.beta1", "must be in [0,1), got %v", o.Beta1)
-	}
-	if !(o.Beta2 >= 0 && o.Beta2 < 1) {
-		return nil, sdk.InvalidArgument("optimizer.beta2", "must be in [0,1), got %v", o.Beta2)
-	}
-	if !(o.Eps > 0) {
-		return nil, sdk.InvalidArgument("optimizer.eps", "must be positive, got %v", o.Eps)
+	if err := sdk.ValidateOptimizer(o); err != nil {
+		return nil, err
 	}
 	bf16 := false
 	if pr := req.GetPrecision(); pr != nil {
@@ -173,8 +166,8 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 		return nil, sdk.ResourceExhausted("%v", err)
 	}
 	maxB, maxT := int(req.MaxBatchSize), int(req.MaxSeqLen)
-	if maxT == 0 || maxT > a.block {
-		maxT = a.block
+	if maxT == 0 || maxT > a.BlockSize {
+		maxT = a.BlockSize
 	}
 	if maxB > 0 {
 		if err := m.ensure(maxB, maxT); err != nil {
@@ -182,19 +175,19 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 			return nil, sdk.ResourceExhausted("%v", err)
 		}
 	}
-	b.session = &session{model: m, opt: optimizer{beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps}, caches: map[uint64]*kvCache{}}
+	b.session = &session{model: m, opt: optimizer{beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps}}
 	mem := m.mem.size
 	if m.x != nil {
 		mem += m.x.mem.size
 	}
-	return &pb.ConfigureResponse{ParameterCount: uint64(lay.total), MemoryBytes: uint64(mem)}, nil
+	return &pb.ConfigureResponse{ParameterCount: uint64(lay.Total), MemoryBytes: uint64(mem)}, nil
 }
 
 func (b *Backend) closeSession() {
 	if b.session == nil {
 		return
 	}
-	for _, c := range b.session.caches {
+	for c := range b.session.caches.All() {
 		c.mem.free()
 	}
 	if b.session.scr != nil {
@@ -240,6 +233,29 @@ func (s *session) roleBuffer(role pb.TensorRole) device.Ptr {
 	return 0
 }
 
+// session is the paramstate.Store of the state calls: a role's tensors are ranges of
+// its flat device buffer, copied to and from the host.
+var _ paramstate.Store = (*session)(nil)
+
+func (s *session) Has(role pb.TensorRole) bool { return s.roleBuffer(role) != 0 }
+
+func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
+	p := s.model.lay.Params[i]
+	if err := s.model.q.d.HtoD(s.roleBuffer(role).F32(p.Offset), le32(values)); err != nil {
+		return fmt.Errorf("uploading %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+func (s *session) Values(role pb.TensorRole, i int) ([]float32, error) {
+	p := s.model.lay.Params[i]
+	host, err := s.model.readF32(s.roleBuffer(role).F32(p.Offset), p.Size)
+	if err != nil {
+		return nil, fmt.Errorf("downloading %s: %w", p.Name, err)
+	}
+	return host, nil
+}
+
 // SetState loads named tensors and clears the accumulated gradients.
 func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateResponse, error) {
 	s, err := b.lockSession()
@@ -251,41 +267,11 @@ func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateRe
 	if h := r.Header(); h != nil {
 		s.opt.steps = h.OptimizerSteps
 	}
-	var count uint32
-	for i := 0; ; i++ {
-		t, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading state tensor %d: %w", i, err)
-		}
-		field := fmt.Sprintf("tensor[%s]", t.Name)
-		idx, ok := m.lay.byName[t.Name]
-		if !ok {
-			return nil, sdk.NotFound("tensor %q is not a parameter of this model", t.Name)
-		}
-		sl := m.lay.slots[idx]
-		if t.Role == pb.TensorRole_TENSOR_ROLE_GRAD {
-			return nil, sdk.InvalidArgument(field+".role", "gradients are read-only")
-		}
-		buf := s.roleBuffer(t.Role)
-		if buf == 0 {
-			return nil, sdk.InvalidArgument(field+".role", "unsupported role %v", t.Role)
-		}
-		if !slices.Equal(t.Shape, sl.shape) {
-			return nil, sdk.InvalidArgument(field+".shape", "got %v, the model has %v", t.Shape, sl.shape)
-		}
-		host := make([]float32, sl.n)
-		if err := decode(host, t.Data, t.DType); err != nil {
-			return nil, sdk.InvalidArgument(field, "%v", err)
-		}
-		if err := m.q.d.HtoD(buf.F32(sl.off), le32(host)); err != nil {
-			return nil, fmt.Errorf("uploading %s: %w", t.Name, err)
-		}
-		count++
+	count, err := paramstate.Receive(r, m.lay, s)
+	if err != nil {
+		return nil, err
 	}
-	if err := m.q.d.Zero(m.grads, 4*m.lay.total); err != nil {
+	if err := m.q.d.Zero(m.grads, 4*m.lay.Total); err != nil {
 		return nil, err
 	}
 	return &pb.SetStateResponse{TensorsReceived: count}, nil
@@ -298,106 +284,12 @@ func (b *Backend) GetState(_ context.Context, req *pb.GetStateRequest, w sdk.Sta
 		return err
 	}
 	defer b.mu.Unlock()
-	m := s.model
-	roles := req.GetRoles()
-	if len(roles) == 0 {
-		roles = []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V}
-	}
-	for i, r := range roles {
-		if s.roleBuffer(r) == 0 {
-			return sdk.InvalidArgument(fmt.Sprintf("roles[%d]", i), "unsupported role %v", r)
-		}
-	}
-	dtype := req.GetDtype()
-	if dtype == pb.DType_DTYPE_UNSPECIFIED {
-		dtype = pb.DType_DTYPE_F32
-	}
-	if elemSize(dtype) == 0 {
-		return sdk.InvalidArgument("dtype", "unsupported %v", dtype)
-	}
-	slots := m.lay.slots
-	if names := req.GetNames(); len(names) > 0 {
-		slots = nil
-		for i, n := range names {
-			idx, ok := m.lay.byName[n]
-			if !ok {
-				return sdk.NotFound("names[%d]: tensor %q is not a parameter of this model", i, n)
-			}
-			slots = append(slots, m.lay.slots[idx])
-		}
-	}
-	if err := w.WriteHeader(&pb.StateHeader{OptimizerSteps: s.opt.steps, TensorCount: uint32(len(slots) * len(roles))}); err != nil {
-		return fmt.Errorf("writing state header: %w", err)
-	}
-	for _, r := range roles {
-		buf := s.roleBuffer(r)
-		for _, sl := range slots {
-			host, err := m.readF32(buf.F32(sl.off), sl.n)
-			if err != nil {
-				return fmt.Errorf("downloading %s: %w", sl.name, err)
-			}
-			t := &sdk.Tensor{Name: sl.name, Role: r, Shape: slices.Clone(sl.shape), DType: dtype, Data: encode(host, dtype)}
-			if err := w.WriteTensor(t); err != nil {
-				return fmt.Errorf("writing tensor %s: %w", sl.name, err)
-			}
-		}
-	}
-	return nil
-}
-
-func elemSize(d pb.DType) int {
-	switch d {
-	case pb.DType_DTYPE_F32:
-		return 4
-	case pb.DType_DTYPE_F64:
-		return 8
-	case pb.DType_DTYPE_BF16:
-		return 2
-	}
-	return 0
-}
-
-// decode converts little-endian elements of dtype d into dst (as the CPU backend does).
-func decode(dst []float32, data []byte, d pb.DType) error {
-	es := elemSize(d)
-	if es == 0 {
-		return fmt.Errorf("unsupported dtype %v", d)
-	}
-	if len(data) != es*len(dst) {
-		return fmt.Errorf("got %d bytes, want %d (%d elements of %v)", len(data), es*len(dst), len(dst), d)
-	}
-	for i := range dst {
-		switch d {
-		case pb.DType_DTYPE_F32:
-			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
-		case pb.DType_DTYPE_F64:
-			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(data[8*i:])))
-		case pb.DType_DTYPE_BF16:
-			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(data[2*i:])) << 16)
-		}
-	}
-	return nil
-}
-
-// encode converts src to little-endian elements of dtype d (bf16 rounds to nearest even).
-func encode(src []float32, d pb.DType) []byte {
-	out := make([]byte, elemSize(d)*len(src))
-	for i, v := range src {
-		switch d {
-		case pb.DType_DTYPE_F32:
-			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
-		case pb.DType_DTYPE_F64:
-			binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(float64(v)))
-		case pb.DType_DTYPE_BF16:
-			binary.LittleEndian.PutUint16(out[2*i:], device.BF16Bits(v))
-		}
-	}
-	return out
+	return paramstate.Send(req, w, s.model.lay, s.opt.steps, s)
 }
 
 // checkBatch validates a batch (sdk.ValidateBatch) and builds its pass.
-func checkBatch(a arch, bt *pb.Batch) (*pass, error) {
-	if err := sdk.ValidateBatch("batch", bt, a.V, a.block); err != nil {
+func checkBatch(a modelspec.Arch, bt *pb.Batch) (*pass, error) {
+	if err := sdk.ValidateBatch("batch", bt, a.VocabSize, a.BlockSize); err != nil {
 		return nil, err
 	}
 	ps := &pass{b: int(bt.BatchSize), t: int(bt.SeqLen), tokens: bt.Tokens}
@@ -443,14 +335,8 @@ func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest)
 		return nil, err
 	}
 	defer b.mu.Unlock()
-	if lr := req.LearningRate; !(lr >= 0) || math.IsInf(lr, 0) {
-		return nil, sdk.InvalidArgument("learning_rate", "must be finite and ≥ 0, got %v", lr)
-	}
-	if wd := req.WeightDecay; !(wd >= 0) || math.IsInf(wd, 0) {
-		return nil, sdk.InvalidArgument("weight_decay", "must be finite and ≥ 0, got %v", wd)
-	}
-	if math.IsNaN(req.ClipNorm) {
-		return nil, sdk.InvalidArgument("clip_norm", "is NaN")
+	if err := sdk.ValidateOptimizerStep(req); err != nil {
+		return nil, err
 	}
 	norm, err := s.model.adamStep(s.opt, s.opt.steps+1, req.LearningRate, req.WeightDecay, req.ClipNorm)
 	if err != nil {
@@ -478,7 +364,7 @@ func (b *Backend) Evaluate(_ context.Context, req *pb.EvaluateRequest) (*pb.Eval
 	n := ps.b * ps.t
 	resp := &pb.EvaluateResponse{}
 	if req.ReturnLogits {
-		if resp.Logits, err = m.readF32(m.x.logits, n*m.a.V); err != nil {
+		if resp.Logits, err = m.readF32(m.x.logits, n*m.a.VocabSize); err != nil {
 			return nil, err
 		}
 	}

@@ -12,36 +12,23 @@ import (
 	"github.com/mypt/mypt/backends/cuda/device"
 	"github.com/mypt/mypt/backends/cuda/driver"
 	"github.com/mypt/mypt/backends/cuda/kernels"
+	"github.com/mypt/mypt/backends/internal/goldentest"
+	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 	"google.golang.org/grpc/codes"
 )
 
-// configure sets up any backend for g (whose Model may have been edited) with its init.
-func configure(t *testing.T, b sdk.Backend, g *goldenCase, precision *pb.Precision) {
+// configure sets up any backend for g (whose Model may have been edited) with its init,
+// without preallocating for a batch size.
+func configure(t *testing.T, b sdk.Backend, g *golden.Case, precision *pb.Precision) {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := b.Configure(ctx, &pb.ConfigureRequest{Model: g.spec(), Precision: precision,
-		Optimizer: &pb.OptimizerSpec{Beta1: g.Optimizer.Beta1, Beta2: g.Optimizer.Beta2, Eps: g.Optimizer.Eps}}); err != nil {
-		t.Fatalf("Configure: %v", err)
-	}
-	r := &sliceReader{header: &pb.StateHeader{}}
-	for _, p := range g.Model.Params {
-		r.tensors = append(r.tensors, f32Tensor(p.Name, pb.TensorRole_TENSOR_ROLE_PARAM, p.Shape, g.tensors["init."+p.Name].f32))
-	}
-	if _, err := b.SetState(ctx, r); err != nil {
-		t.Fatalf("SetState: %v", err)
-	}
-	t.Cleanup(func() { _ = b.Shutdown(ctx) })
+	goldentest.Open(t, g, b, func(r *pb.ConfigureRequest) { r.MaxBatchSize, r.Precision = 0, precision })
 }
 
 func grads(t *testing.T, b sdk.Backend) map[string][]float32 {
 	t.Helper()
-	w := &mapWriter{}
-	if err := b.GetState(context.Background(), &pb.GetStateRequest{Roles: []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_GRAD}}, w); err != nil {
-		t.Fatal(err)
-	}
-	return w.tensors
+	return goldentest.State(t, b, pb.TensorRole_TENSOR_ROLE_GRAD)
 }
 
 // Dropout and NEFTune masks are the CPU backend's (same hash, same indices): with dropout
@@ -49,7 +36,7 @@ func grads(t *testing.T, b sdk.Backend) map[string][]float32 {
 // CPU reference backend's to float32 rounding.
 func TestDropoutNEFTuneMatchCPU(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range loadGoldenCases(t) {
+	for _, g := range goldentest.Cases(t) {
 		if !g.Batch.Packed {
 			continue
 		}
@@ -59,7 +46,7 @@ func TestDropoutNEFTuneMatchCPU(t *testing.T) {
 			gpu, ref := New(Options{Fake: true}), cpu.New(cpu.Options{Threads: 1})
 			configure(t, gpu, g, nil)
 			configure(t, ref, g, nil)
-			req := &pb.ForwardBackwardRequest{Batch: g.batch(), GradScale: float32(1 / math.Max(g.WeightSum, 1)), DropoutSeed: 1234}
+			req := &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: float32(1 / math.Max(g.WeightSum, 1)), DropoutSeed: 1234}
 			a, err := gpu.ForwardBackward(ctx, req)
 			if err != nil {
 				t.Fatal(err)
@@ -68,15 +55,15 @@ func TestDropoutNEFTuneMatchCPU(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e := relErr(a.LossSum, b.LossSum); e > 1e-5 {
+			if e := goldentest.RelErr(a.LossSum, b.LossSum); e > 1e-5 {
 				t.Errorf("loss_sum %v, CPU %v", a.LossSum, b.LossSum)
 			}
-			if relErr(a.LossSum, g.LossSum) < 1e-3 {
+			if goldentest.RelErr(a.LossSum, g.LossSum) < 1e-3 {
 				t.Errorf("loss_sum %v equals the dropout-free loss: dropout not applied", a.LossSum)
 			}
 			ga, gb := grads(t, gpu), grads(t, ref)
 			for name, want := range gb {
-				assertClose(t, name, ga[name], want, gradAtol, gradRtol)
+				goldentest.AssertClose(t, name, ga[name], want, goldentest.F32.GradAtol, goldentest.F32.GradRtol)
 			}
 		})
 	}
@@ -85,13 +72,13 @@ func TestDropoutNEFTuneMatchCPU(t *testing.T) {
 // Prefill (all logits) and Decode reproduce Evaluate's logits at every position.
 func TestKVCacheMatchesEvaluate(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range loadGoldenCases(t) {
+	for _, g := range goldentest.Cases(t) {
 		if g.Batch.Packed {
 			continue
 		}
 		t.Run(g.Case, func(t *testing.T) {
 			b := newGoldenBackend(t, g)
-			batch := g.batch()
+			batch := g.NewBatch()
 			T, V := int(batch.SeqLen), int(g.Model.VocabSize)
 			row := &pb.Batch{BatchSize: 1, SeqLen: batch.SeqLen, Tokens: batch.Tokens[:T], Targets: batch.Targets[:T], LossWeights: batch.LossWeights[:T]}
 			ev, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: row, ReturnLogits: true})
@@ -111,7 +98,7 @@ func TestKVCacheMatchesEvaluate(t *testing.T) {
 				}
 				got = append(got, d.Logits...)
 			}
-			assertClose(t, "cached logits", got, ev.Logits[:T*V], 1e-5, 1e-4)
+			goldentest.AssertClose(t, "cached logits", got, ev.Logits[:T*V], 1e-5, 1e-4)
 			if _, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: 1}); sdk.Code(err) != codes.FailedPrecondition {
 				t.Errorf("decode into a full cache: %v, want FAILED_PRECONDITION", err)
 			}
@@ -129,15 +116,15 @@ func TestKVCacheMatchesEvaluate(t *testing.T) {
 // within bf16-scale bounds of the float64 oracle.
 func TestBF16Golden(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range loadGoldenCases(t) {
+	for _, g := range goldentest.Cases(t) {
 		t.Run(g.Case, func(t *testing.T) {
 			b := New(Options{Fake: true})
 			configure(t, b, g, &pb.Precision{ComputeDtype: pb.DType_DTYPE_BF16})
-			ev, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: g.batch(), ReturnLogits: true})
+			ev, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: g.NewBatch(), ReturnLogits: true})
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := g.tensors["logits"].f32
+			want := g.F32("logits")
 			var maxAbs, worst float64
 			for i := range want {
 				maxAbs = max(maxAbs, math.Abs(float64(want[i])))
@@ -146,10 +133,10 @@ func TestBF16Golden(t *testing.T) {
 			if worst > 0.03*maxAbs+0.02 {
 				t.Errorf("bf16 logits: worst error %.3g (max |logit| %.3g)", worst, maxAbs)
 			}
-			if e := relErr(ev.LossSum, g.LossSum); e > 1e-2 {
+			if e := goldentest.RelErr(ev.LossSum, g.LossSum); e > 1e-2 {
 				t.Errorf("bf16 loss_sum %v, want %v (rel %.2g)", ev.LossSum, g.LossSum, e)
 			}
-			t.Logf("bf16 logits worst abs error %.3g (max |logit| %.3g), loss rel error %.2g", worst, maxAbs, relErr(ev.LossSum, g.LossSum))
+			t.Logf("bf16 logits worst abs error %.3g (max |logit| %.3g), loss rel error %.2g", worst, maxAbs, goldentest.RelErr(ev.LossSum, g.LossSum))
 		})
 	}
 }
@@ -157,8 +144,8 @@ func TestBF16Golden(t *testing.T) {
 // The order of kernels in one training step, as the fake device records it (LLaMA case).
 func TestStepKernelOrder(t *testing.T) {
 	ctx := context.Background()
-	var g *goldenCase
-	for _, c := range loadGoldenCases(t) {
+	var g *golden.Case
+	for _, c := range goldentest.Cases(t) {
 		if c.Case == "llama_tied" {
 			g = c
 		}
@@ -167,7 +154,7 @@ func TestStepKernelOrder(t *testing.T) {
 	d, _ := b.Device()
 	fake := d.(*device.Fake)
 	fake.Trace()
-	if _, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.batch(), GradScale: 1}); err != nil {
+	if _, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: 1}); err != nil {
 		t.Fatal(err)
 	}
 	layer := "norm_fwd gemm rope attn_fwd gemm residual_add norm_fwd gemm gemm swiglu_fwd gemm residual_add"
@@ -223,8 +210,8 @@ func TestNoGPUError(t *testing.T) {
 	if sdk.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "libcuda.so.1 not found") {
 		t.Fatalf("GetInfo without a driver: %v", err)
 	}
-	g := loadGoldenCases(t)[0]
-	_, err = b.Configure(context.Background(), &pb.ConfigureRequest{Model: g.spec(), Optimizer: &pb.OptimizerSpec{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8}})
+	g := goldentest.Cases(t)[0]
+	_, err = b.Configure(context.Background(), &pb.ConfigureRequest{Model: g.Spec(), Optimizer: &pb.OptimizerSpec{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8}})
 	if sdk.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("Configure without a driver: %v", err)
 	}

@@ -35,10 +35,10 @@ func (s *session) scratch(rows int) (*kvScratch, error) {
 	a := s.model.a
 	c := &kvScratch{rows: rows, mem: bufs{d: s.model.q.d}}
 	m := &c.mem
-	C, H := a.C, a.H
+	C, H := a.NEmbd, a.MLPHidden
 	c.x, c.ln, c.y, c.tmp, c.qkv = m.f32(rows*C), m.f32(rows*C), m.f32(rows*C), m.f32(rows*C), m.f32(rows*3*C)
 	c.mean, c.rstd, c.h, c.up, c.act = m.f32(rows), m.f32(rows), m.f32(rows*H), m.f32(rows*H), m.f32(rows*H)
-	c.pos, c.tokens, c.logits = m.alloc(4*rows), m.alloc(4*rows), m.f32(rows*a.V)
+	c.pos, c.tokens, c.logits = m.alloc(4*rows), m.alloc(4*rows), m.f32(rows*a.VocabSize)
 	if m.err != nil {
 		m.free()
 		return nil, sdk.ResourceExhausted("KV-cache scratch for %d tokens: %v", rows, m.err)
@@ -52,7 +52,7 @@ func (s *session) scratch(rows int) (*kvScratch, error) {
 func (s *session) extend(c *kvCache, tokens []int32) ([]float32, error) {
 	m := s.model
 	a, q := m.a, m.q
-	n, C, H := len(tokens), a.C, a.H
+	n, C, H := len(tokens), a.NEmbd, a.MLPHidden
 	sc, err := s.scratch(n)
 	if err != nil {
 		return nil, err
@@ -64,41 +64,41 @@ func (s *session) extend(c *kvCache, tokens []int32) ([]float32, error) {
 	}
 	q.up(sc.tokens, bytesOf(tokens))
 	q.up(sc.pos, bytesOf(pos))
-	q.k("embed_fwd", device.D1(n), device.D1(kernels.NormBlock), sc.x, m.w.wte, m.w.wpe, sc.tokens, sc.pos, int32(n), int32(C))
-	for l := 0; l < a.L; l++ {
-		w := &m.w.layers[l]
-		q.normFwd(a, sc.ln, sc.mean, sc.rstd, sc.x, w.ln1W, w.ln1B, n)
-		q.linearFwd(sc.qkv, sc.ln, w.qkvW, w.qkvB, n, C, 3*C)
-		if !a.learnedPos {
-			q.elt("rope", n*a.nh*(a.hd/2), sc.qkv, sc.pos, m.ropeCos, m.ropeSin, int32(n), int32(C), int32(a.nh), int32(0))
+	q.k("embed_fwd", device.D1(n), device.D1(kernels.NormBlock), sc.x, m.w.Wte, m.w.Wpe, sc.tokens, sc.pos, int32(n), int32(C))
+	for l := 0; l < a.NLayer; l++ {
+		w := &m.w.Layers[l]
+		q.normFwd(a, sc.ln, sc.mean, sc.rstd, sc.x, w.Ln1W, w.Ln1B, n)
+		q.linearFwd(sc.qkv, sc.ln, w.QkvW, w.QkvB, n, C, 3*C)
+		if !a.LearnedPos {
+			q.elt("rope", n*a.NHead*(a.HeadDim/2), sc.qkv, sc.pos, m.ropeCos, m.ropeSin, int32(n), int32(C), int32(a.NHead), int32(0))
 		}
 		q.elt("kv_append", n*C, c.k[l], c.v[l], sc.qkv, int32(n), int32(C), int32(pos0))
-		q.k("attn_fwd", device.D2(device.Blocks(n, kernels.AttBQ), a.nh), device.D1(kernels.AttBQ),
+		q.k("attn_fwd", device.D2(device.Blocks(n, kernels.AttBQ), a.NHead), device.D1(kernels.AttBQ),
 			sc.y, device.Ptr(0), sc.qkv, c.k[l], c.v[l], device.Ptr(0),
-			int32(n), int32(pos0+n), int32(pos0), int32(a.nh), int32(a.hd), int32(3*C), int32(C), int32(C),
+			int32(n), int32(pos0+n), int32(pos0), int32(a.NHead), int32(a.HeadDim), int32(3*C), int32(C), int32(C),
 			uint64(0), uint64(0), uint64(0), float32(1))
-		q.linearFwd(sc.tmp, sc.y, w.projW, w.projB, n, C, C)
+		q.linearFwd(sc.tmp, sc.y, w.ProjW, w.ProjB, n, C, C)
 		q.elt("residual_add", n*C, sc.x, sc.tmp, int64(n*C), uint64(0), uint64(0), uint64(0), float32(1))
-		q.normFwd(a, sc.ln, sc.mean, sc.rstd, sc.x, w.ln2W, w.ln2B, n)
-		if a.swiglu {
-			q.linearFwd(sc.h, sc.ln, w.gateW, 0, n, C, H)
-			q.linearFwd(sc.up, sc.ln, w.upW, 0, n, C, H)
+		q.normFwd(a, sc.ln, sc.mean, sc.rstd, sc.x, w.Ln2W, w.Ln2B, n)
+		if a.SwiGLU {
+			q.linearFwd(sc.h, sc.ln, w.GateW, 0, n, C, H)
+			q.linearFwd(sc.up, sc.ln, w.UpW, 0, n, C, H)
 			q.elt("swiglu_fwd", n*H, sc.act, sc.h, sc.up, int64(n*H))
-			q.linearFwd(sc.tmp, sc.act, w.downW, 0, n, H, C)
+			q.linearFwd(sc.tmp, sc.act, w.DownW, 0, n, H, C)
 		} else {
-			q.linearFwd(sc.h, sc.ln, w.fc1W, w.fc1B, n, C, H)
+			q.linearFwd(sc.h, sc.ln, w.Fc1W, w.Fc1B, n, C, H)
 			q.elt("gelu_fwd", n*H, sc.act, sc.h, int64(n*H))
-			q.linearFwd(sc.tmp, sc.act, w.fc2W, w.fc2B, n, H, C)
+			q.linearFwd(sc.tmp, sc.act, w.Fc2W, w.Fc2B, n, H, C)
 		}
 		q.elt("residual_add", n*C, sc.x, sc.tmp, int64(n*C), uint64(0), uint64(0), uint64(0), float32(1))
 	}
-	q.normFwd(a, sc.ln, sc.mean, sc.rstd, sc.x, m.w.lnfW, m.w.lnfB, n)
-	q.linearFwd(sc.logits, sc.ln, m.w.lmW, m.w.lmB, n, C, a.V)
+	q.normFwd(a, sc.ln, sc.mean, sc.rstd, sc.x, m.w.LnfW, m.w.LnfB, n)
+	q.linearFwd(sc.logits, sc.ln, m.w.LmW, m.w.LmB, n, C, a.VocabSize)
 	if q.err != nil {
 		return nil, q.err
 	}
 	c.length += n
-	return m.readF32(sc.logits, n*a.V)
+	return m.readF32(sc.logits, n*a.VocabSize)
 }
 
 // Prefill creates a cache, runs the prompt through it and returns next-token logits.
@@ -109,23 +109,17 @@ func (b *Backend) Prefill(_ context.Context, req *pb.PrefillRequest) (*pb.Prefil
 	}
 	defer b.mu.Unlock()
 	a := s.model.a
-	capacity := int(req.Capacity)
-	if capacity == 0 {
-		capacity = a.block
+	capacity, err := sdk.PrefillCapacity(req, a.BlockSize)
+	if err != nil {
+		return nil, err
 	}
-	if capacity > a.block {
-		return nil, sdk.InvalidArgument("capacity", "%d exceeds block_size %d", capacity, a.block)
-	}
-	if len(req.Tokens) < 1 || len(req.Tokens) > capacity {
-		return nil, sdk.InvalidArgument("tokens", "prompt length %d must be in [1, capacity=%d]", len(req.Tokens), capacity)
-	}
-	if err := sdk.ValidateTokens("tokens", req.Tokens, a.V); err != nil {
+	if err := sdk.ValidateTokens("tokens", req.Tokens, a.VocabSize); err != nil {
 		return nil, err
 	}
 	c := &kvCache{capacity: capacity, mem: bufs{d: s.model.q.d}}
-	for range a.L {
-		c.k = append(c.k, c.mem.f32(capacity*a.C))
-		c.v = append(c.v, c.mem.f32(capacity*a.C))
+	for range a.NLayer {
+		c.k = append(c.k, c.mem.f32(capacity*a.NEmbd))
+		c.v = append(c.v, c.mem.f32(capacity*a.NEmbd))
 	}
 	if c.mem.err != nil {
 		c.mem.free()
@@ -136,12 +130,11 @@ func (b *Backend) Prefill(_ context.Context, req *pb.PrefillRequest) (*pb.Prefil
 		c.mem.free()
 		return nil, err
 	}
-	s.nextID++
-	s.caches[s.nextID] = c
+	h := s.caches.Add(c)
 	if !req.AllLogits {
-		logits = logits[(len(req.Tokens)-1)*a.V:]
+		logits = logits[(len(req.Tokens)-1)*a.VocabSize:]
 	}
-	return &pb.PrefillResponse{CacheHandle: s.nextID, Logits: logits}, nil
+	return &pb.PrefillResponse{CacheHandle: h, Logits: logits}, nil
 }
 
 // Decode appends one token and returns the next-token logits.
@@ -151,16 +144,12 @@ func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeRe
 		return nil, err
 	}
 	defer b.mu.Unlock()
-	c, ok := s.caches[req.CacheHandle]
-	if !ok {
-		return nil, sdk.NotFound("cache handle %d is unknown or released", req.CacheHandle)
+	c, err := s.caches.Get(req.CacheHandle)
+	if err != nil {
+		return nil, err
 	}
-	a := s.model.a
-	if req.Token < 0 || int(req.Token) >= a.V {
-		return nil, sdk.InvalidArgument("token", "token id %d is outside [0, %d)", req.Token, a.V)
-	}
-	if c.length >= c.capacity {
-		return nil, sdk.FailedPrecondition("cache %d is full (%d tokens)", req.CacheHandle, c.capacity)
+	if err := sdk.ValidateDecode(req, s.model.a.VocabSize, c.length, c.capacity); err != nil {
+		return nil, err
 	}
 	logits, err := s.extend(c, []int32{req.Token})
 	if err != nil {
@@ -176,11 +165,10 @@ func (b *Backend) ReleaseCache(_ context.Context, req *pb.ReleaseCacheRequest) (
 		return nil, err
 	}
 	defer b.mu.Unlock()
-	c, ok := s.caches[req.CacheHandle]
-	if !ok {
-		return nil, sdk.NotFound("cache handle %d is unknown or released", req.CacheHandle)
+	c, err := s.caches.Remove(req.CacheHandle)
+	if err != nil {
+		return nil, err
 	}
 	c.mem.free()
-	delete(s.caches, req.CacheHandle)
 	return &pb.ReleaseCacheResponse{}, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mypt/mypt/backends/cuda/device"
 	"github.com/mypt/mypt/backends/cuda/kernels"
+	"github.com/mypt/mypt/sdk/modelspec"
 )
 
 // queue issues kernels and products on a device, keeping the first error (sticky), so the
@@ -93,56 +94,24 @@ func b2i(b bool) int32 {
 	return 0
 }
 
-func (q *queue) normFwd(a arch, out, mean, rstd, in, w, b device.Ptr, n int) {
+func (q *queue) normFwd(a modelspec.Arch, out, mean, rstd, in, w, b device.Ptr, n int) {
 	q.k("norm_fwd", device.D1(n), device.D1(kernels.NormBlock), out, mean, rstd, in, w, b,
-		int32(n), int32(a.C), float32(a.eps), b2i(a.layerNorm))
+		int32(n), int32(a.NEmbd), float32(a.NormEps), b2i(a.LayerNorm))
 }
 
 // normBwd: din += ∂/∂in, dw (db) += parameter gradients.
-func (q *queue) normBwd(a arch, din, dw, db, dout, in, mean, rstd, w device.Ptr, n int) {
+func (q *queue) normBwd(a modelspec.Arch, din, dw, db, dout, in, mean, rstd, w device.Ptr, n int) {
 	q.k("norm_bwd_dx", device.D1(n), device.D1(kernels.NormBlock), din, dout, in, mean, rstd, w,
-		int32(n), int32(a.C), b2i(a.layerNorm))
-	q.elt("norm_bwd_dw", a.C, dw, db, dout, in, mean, rstd, int32(n), int32(a.C), b2i(a.layerNorm))
+		int32(n), int32(a.NEmbd), b2i(a.LayerNorm))
+	q.elt("norm_bwd_dw", a.NEmbd, dw, db, dout, in, mean, rstd, int32(n), int32(a.NEmbd), b2i(a.LayerNorm))
 }
 
 // ---- weights: named views into the flat parameter (or gradient) buffer
 
-type weights struct {
-	wte, wpe, lnfW, lnfB, lmW, lmB device.Ptr
-	layers                         []layerWeights
-}
-
-type layerWeights struct {
-	ln1W, ln1B, qkvW, qkvB, projW, projB, ln2W, ln2B device.Ptr
-	fc1W, fc1B, fc2W, fc2B, gateW, upW, downW        device.Ptr
-}
-
-func viewWeights(a arch, lay *layout, base device.Ptr) weights {
-	get := func(name string) device.Ptr {
-		i, ok := lay.byName[name]
-		if !ok {
-			return 0
-		}
-		return base.F32(lay.slots[i].off)
-	}
-	w := weights{wte: get("token_embedding_table.weight"), wpe: get("position_embedding_table.weight"),
-		lnfW: get("ln_f.weight"), lnfB: get("ln_f.bias"), lmW: get("lm_head.weight"), lmB: get("lm_head.bias")}
-	if a.tied {
-		w.lmW = w.wte
-	}
-	for l := 0; l < a.L; l++ {
-		p := fmt.Sprintf("blocks.%d.", l)
-		w.layers = append(w.layers, layerWeights{
-			ln1W: get(p + "ln1.weight"), ln1B: get(p + "ln1.bias"),
-			qkvW: get(p + "sa.qkv.weight"), qkvB: get(p + "sa.qkv.bias"),
-			projW: get(p + "sa.proj.weight"), projB: get(p + "sa.proj.bias"),
-			ln2W: get(p + "ln2.weight"), ln2B: get(p + "ln2.bias"),
-			fc1W: get(p + "fwd.net.0.weight"), fc1B: get(p + "fwd.net.0.bias"),
-			fc2W: get(p + "fwd.net.2.weight"), fc2B: get(p + "fwd.net.2.bias"),
-			gateW: get(p + "fwd.w_gate.weight"), upW: get(p + "fwd.w_up.weight"), downW: get(p + "fwd.w_down.weight"),
-		})
-	}
-	return w
+// viewWeights are the named tensors of one flat buffer (parameters or gradients) as
+// device pointers into it. Absent tensors are 0.
+func viewWeights(a modelspec.Arch, lay *modelspec.Layout, base device.Ptr) modelspec.Weights[device.Ptr] {
+	return modelspec.ViewWeights(a, lay, func(p modelspec.Param) device.Ptr { return base.F32(p.Offset) })
 }
 
 // ---- activations
@@ -201,19 +170,19 @@ type acts struct {
 	embIDs                device.Ptr
 }
 
-func newActs(d device.Device, a arch, batch, t int) (*acts, error) {
+func newActs(d device.Device, a modelspec.Arch, batch, t int) (*acts, error) {
 	rows := batch * t
 	x := &acts{rows: rows, batch: batch, t: t, mem: bufs{d: d}}
 	m := &x.mem
-	C, H, V := a.C, a.H, a.V
-	for range a.L + 1 {
+	C, H, V := a.NEmbd, a.MLPHidden, a.VocabSize
+	for range a.NLayer + 1 {
 		x.res = append(x.res, m.f32(rows*C))
 	}
-	for range a.L {
+	for range a.NLayer {
 		la := layerActs{ln1: m.f32(rows * C), ln1Mean: m.f32(rows), ln1Rstd: m.f32(rows), qkv: m.f32(rows * 3 * C),
-			y: m.f32(rows * C), lse: m.f32(batch * a.nh * t), mid: m.f32(rows * C),
+			y: m.f32(rows * C), lse: m.f32(batch * a.NHead * t), mid: m.f32(rows * C),
 			ln2: m.f32(rows * C), ln2Mean: m.f32(rows), ln2Rstd: m.f32(rows), h: m.f32(rows * H), act: m.f32(rows * H)}
-		if a.swiglu {
+		if a.SwiGLU {
 			la.up = m.f32(rows * H)
 		}
 		x.layers = append(x.layers, la)
@@ -222,10 +191,10 @@ func newActs(d device.Device, a arch, batch, t int) (*acts, error) {
 	x.logits = m.f32(rows * V)
 	x.dres, x.dtmp, x.dln, x.dy = m.f32(rows*C), m.f32(rows*C), m.f32(rows*C), m.f32(rows*C)
 	x.dqkv, x.dh, x.dact = m.f32(rows*3*C), m.f32(rows*H), m.f32(rows*H)
-	if a.swiglu {
+	if a.SwiGLU {
 		x.dup = m.f32(rows * H)
 	}
-	x.D = m.f32(batch * a.nh * t)
+	x.D = m.f32(batch * a.NHead * t)
 	x.tokens, x.pos, x.seg, x.targets, x.weights = m.alloc(4*rows), m.alloc(4*rows), m.alloc(4*rows), m.alloc(4*rows), m.f32(rows)
 	x.rowLoss, x.correct = m.alloc(8*rows), m.alloc(4*rows)
 	x.embRows, x.embOffs, x.embIDs = m.alloc(4*rows), m.alloc(4*(rows+1)), m.alloc(4*rows)
@@ -260,42 +229,42 @@ func dropParams(p float64, on bool) (thr uint64, keep float32) {
 // model is the network on a device: parameters, gradients, Adam moments (one flat fp32
 // buffer each, in the host's parameter order) and the RoPE tables.
 type model struct {
-	a             arch
-	lay           *layout
+	a             modelspec.Arch
+	lay           *modelspec.Layout
 	q             *queue
 	mem           bufs
 	params, grads device.Ptr
 	adamM, adamV  device.Ptr
-	w, g          weights
+	w, g          modelspec.Weights[device.Ptr]
 	ropeCos       device.Ptr
 	ropeSin       device.Ptr
 	partial       device.Ptr
 	x             *acts
 }
 
-func newModel(d device.Device, a arch, lay *layout) (*model, error) {
+func newModel(d device.Device, a modelspec.Arch, lay *modelspec.Layout) (*model, error) {
 	m := &model{a: a, lay: lay, q: &queue{d: d}, mem: bufs{d: d}}
 	b := &m.mem
-	m.params, m.grads, m.adamM, m.adamV = b.f32(lay.total), b.f32(lay.total), b.f32(lay.total), b.f32(lay.total)
+	m.params, m.grads, m.adamM, m.adamV = b.f32(lay.Total), b.f32(lay.Total), b.f32(lay.Total), b.f32(lay.Total)
 	m.partial = b.alloc(8 * kernels.SumsqGrid)
-	if !a.learnedPos {
-		half := a.hd / 2
-		m.ropeCos, m.ropeSin = b.f32(a.block*half), b.f32(a.block*half)
+	if !a.LearnedPos {
+		half := a.HeadDim / 2
+		m.ropeCos, m.ropeSin = b.f32(a.BlockSize*half), b.f32(a.BlockSize*half)
 	}
 	if b.err != nil {
 		b.free()
-		return nil, fmt.Errorf("allocating the model (%d parameters): %w", lay.total, b.err)
+		return nil, fmt.Errorf("allocating the model (%d parameters): %w", lay.Total, b.err)
 	}
 	for _, p := range []device.Ptr{m.params, m.grads, m.adamM, m.adamV} {
-		m.q.zero(p, 4*lay.total)
+		m.q.zero(p, 4*lay.Total)
 	}
-	if !a.learnedPos {
-		half := a.hd / 2
-		cos, sin := make([]float32, a.block*half), make([]float32, a.block*half)
-		for t := 0; t < a.block; t++ {
+	if !a.LearnedPos {
+		half := a.HeadDim / 2
+		cos, sin := make([]float32, a.BlockSize*half), make([]float32, a.BlockSize*half)
+		for t := 0; t < a.BlockSize; t++ {
 			for i := 0; i < half; i++ {
-				freq := 1 / math.Pow(a.ropeTheta, float64(2*i)/float64(a.hd))
-				ang := float64(t) / a.ropeScale * freq
+				freq := 1 / math.Pow(a.RopeTheta, float64(2*i)/float64(a.HeadDim))
+				ang := float64(t) / a.RopeScale * freq
 				cos[t*half+i], sin[t*half+i] = float32(math.Cos(ang)), float32(math.Sin(ang))
 			}
 		}
@@ -316,7 +285,7 @@ func (m *model) free() {
 
 // ensure sizes the activations for b rows of t tokens (reallocating when they grow).
 func (m *model) ensure(b, t int) error {
-	if x := m.x; x != nil && b*t <= x.rows && b*m.a.nh*t <= x.batch*m.a.nh*x.t && b <= x.batch {
+	if x := m.x; x != nil && b*t <= x.rows && b*m.a.NHead*t <= x.batch*m.a.NHead*x.t && b <= x.batch {
 		return nil
 	}
 	nb, nt := b, t
@@ -334,12 +303,12 @@ func (m *model) ensure(b, t int) error {
 }
 
 // positions returns each token's position (restarting at segment changes when asked).
-func positions(a arch, ps pass) []int32 {
+func positions(a modelspec.Arch, ps pass) []int32 {
 	pos := make([]int32, ps.b*ps.t)
 	for r := 0; r < ps.b; r++ {
 		start := 0
 		for i := 0; i < ps.t; i++ {
-			if ps.segs != nil && a.segReset && i > 0 && ps.segs[r*ps.t+i] != ps.segs[r*ps.t+i-1] {
+			if ps.segs != nil && a.SegmentPositionReset && i > 0 && ps.segs[r*ps.t+i] != ps.segs[r*ps.t+i-1] {
 				start = i
 			}
 			pos[r*ps.t+i] = int32(i - start)
@@ -355,7 +324,7 @@ func (m *model) forward(ps *pass) error {
 		return err
 	}
 	x := m.x
-	n, C, H := ps.b*ps.t, a.C, a.H
+	n, C, H := ps.b*ps.t, a.NEmbd, a.MLPHidden
 	ps.pos = positions(a, *ps)
 	q.up(x.tokens, bytesOf(ps.tokens))
 	q.up(x.pos, bytesOf(ps.pos))
@@ -364,43 +333,43 @@ func (m *model) forward(ps *pass) error {
 		seg = x.seg
 		q.up(seg, bytesOf(ps.segs))
 	}
-	drop := ps.train && a.dropout > 0
-	thr, keep := dropParams(a.dropout, drop)
+	drop := ps.train && a.Dropout > 0
+	thr, keep := dropParams(a.Dropout, drop)
 
-	q.k("embed_fwd", device.D1(n), device.D1(kernels.NormBlock), x.res[0], m.w.wte, m.w.wpe, x.tokens, x.pos, int32(n), int32(C))
-	if ps.train && a.neftune > 0 {
-		q.elt("neftune", n*C, x.res[0], int64(n*C), ps.seed, a.neftune/math.Sqrt(float64(ps.t*C)))
+	q.k("embed_fwd", device.D1(n), device.D1(kernels.NormBlock), x.res[0], m.w.Wte, m.w.Wpe, x.tokens, x.pos, int32(n), int32(C))
+	if ps.train && a.NeftuneAlpha > 0 {
+		q.elt("neftune", n*C, x.res[0], int64(n*C), ps.seed, a.NeftuneAlpha/math.Sqrt(float64(ps.t*C)))
 	}
-	for l := 0; l < a.L; l++ {
-		w, la := &m.w.layers[l], &x.layers[l]
+	for l := 0; l < a.NLayer; l++ {
+		w, la := &m.w.Layers[l], &x.layers[l]
 		in, out := x.res[l], x.res[l+1]
-		q.normFwd(a, la.ln1, la.ln1Mean, la.ln1Rstd, in, w.ln1W, w.ln1B, n)
-		q.linearFwd(la.qkv, la.ln1, w.qkvW, w.qkvB, n, C, 3*C)
-		if !a.learnedPos {
-			q.elt("rope", n*a.nh*(a.hd/2), la.qkv, x.pos, m.ropeCos, m.ropeSin, int32(n), int32(C), int32(a.nh), int32(0))
+		q.normFwd(a, la.ln1, la.ln1Mean, la.ln1Rstd, in, w.Ln1W, w.Ln1B, n)
+		q.linearFwd(la.qkv, la.ln1, w.QkvW, w.QkvB, n, C, 3*C)
+		if !a.LearnedPos {
+			q.elt("rope", n*a.NHead*(a.HeadDim/2), la.qkv, x.pos, m.ropeCos, m.ropeSin, int32(n), int32(C), int32(a.NHead), int32(0))
 		}
-		q.k("attn_fwd", device.D2(device.Blocks(ps.t, kernels.AttBQ), ps.b*a.nh), device.D1(kernels.AttBQ),
+		q.k("attn_fwd", device.D2(device.Blocks(ps.t, kernels.AttBQ), ps.b*a.NHead), device.D1(kernels.AttBQ),
 			la.y, la.lse, la.qkv, la.qkv.F32(C), la.qkv.F32(2*C), seg,
-			int32(ps.t), int32(ps.t), int32(0), int32(a.nh), int32(a.hd), int32(3*C), int32(3*C), int32(C),
+			int32(ps.t), int32(ps.t), int32(0), int32(a.NHead), int32(a.HeadDim), int32(3*C), int32(3*C), int32(C),
 			ps.seed, siteOf(l, 0), thr, keep)
-		q.linearFwd(la.mid, la.y, w.projW, w.projB, n, C, C)
+		q.linearFwd(la.mid, la.y, w.ProjW, w.ProjB, n, C, C)
 		q.elt("residual_add", n*C, la.mid, in, int64(n*C), ps.seed, siteOf(l, 1), thr, keep)
 
-		q.normFwd(a, la.ln2, la.ln2Mean, la.ln2Rstd, la.mid, w.ln2W, w.ln2B, n)
-		if a.swiglu {
-			q.linearFwd(la.h, la.ln2, w.gateW, 0, n, C, H)
-			q.linearFwd(la.up, la.ln2, w.upW, 0, n, C, H)
+		q.normFwd(a, la.ln2, la.ln2Mean, la.ln2Rstd, la.mid, w.Ln2W, w.Ln2B, n)
+		if a.SwiGLU {
+			q.linearFwd(la.h, la.ln2, w.GateW, 0, n, C, H)
+			q.linearFwd(la.up, la.ln2, w.UpW, 0, n, C, H)
 			q.elt("swiglu_fwd", n*H, la.act, la.h, la.up, int64(n*H))
-			q.linearFwd(out, la.act, w.downW, 0, n, H, C)
+			q.linearFwd(out, la.act, w.DownW, 0, n, H, C)
 		} else {
-			q.linearFwd(la.h, la.ln2, w.fc1W, w.fc1B, n, C, H)
+			q.linearFwd(la.h, la.ln2, w.Fc1W, w.Fc1B, n, C, H)
 			q.elt("gelu_fwd", n*H, la.act, la.h, int64(n*H))
-			q.linearFwd(out, la.act, w.fc2W, w.fc2B, n, H, C)
+			q.linearFwd(out, la.act, w.Fc2W, w.Fc2B, n, H, C)
 		}
 		q.elt("residual_add", n*C, out, la.mid, int64(n*C), ps.seed, siteOf(l, 2), thr, keep)
 	}
-	q.normFwd(a, x.lnf, x.lnfMean, x.lnfRstd, x.res[a.L], m.w.lnfW, m.w.lnfB, n)
-	q.linearFwd(x.logits, x.lnf, m.w.lmW, m.w.lmB, n, C, a.V)
+	q.normFwd(a, x.lnf, x.lnfMean, x.lnfRstd, x.res[a.NLayer], m.w.LnfW, m.w.LnfB, n)
+	q.linearFwd(x.logits, x.lnf, m.w.LmW, m.w.LmB, n, C, a.VocabSize)
 	return q.err
 }
 
@@ -417,7 +386,7 @@ func (m *model) loss(n int, targets []int32, weights []float32, scale float64, g
 	q.up(x.targets, bytesOf(targets))
 	q.up(x.weights, bytesOf(weights))
 	q.k("xent", device.D1(n), device.D1(kernels.NormBlock), x.logits, x.targets, x.weights, x.rowLoss, x.correct,
-		int32(n), int32(m.a.V), scale, b2i(grad))
+		int32(n), int32(m.a.VocabSize), scale, b2i(grad))
 	rl, cr := make([]float64, n), make([]int32, n)
 	q.down(bytesOf(rl), x.rowLoss)
 	q.down(bytesOf(cr), x.correct)
@@ -455,64 +424,64 @@ func (m *model) embedBwd(table, d device.Ptr, ids []int32) {
 	q.up(x.embRows, bytesOf(rows))
 	q.up(x.embOffs, bytesOf(offs))
 	q.up(x.embIDs, bytesOf(uniq))
-	q.k("embed_bwd", device.D1(len(uniq)), device.D1(kernels.NormBlock), table, d, x.embRows, x.embOffs, x.embIDs, int32(m.a.C))
+	q.k("embed_bwd", device.D1(len(uniq)), device.D1(kernels.NormBlock), table, d, x.embRows, x.embOffs, x.embIDs, int32(m.a.NEmbd))
 }
 
 // backward adds the parameter gradients of the last forward pass (whose logits now hold
 // ∂loss/∂logits) to the gradient buffer.
 func (m *model) backward(ps *pass) error {
 	a, q, x := m.a, m.q, m.x
-	n, C, H, V := ps.b*ps.t, a.C, a.H, a.V
+	n, C, H, V := ps.b*ps.t, a.NEmbd, a.MLPHidden, a.VocabSize
 	seg := device.Ptr(0)
 	if ps.segs != nil {
 		seg = x.seg
 	}
-	drop := ps.train && a.dropout > 0
-	thr, keep := dropParams(a.dropout, drop)
+	drop := ps.train && a.Dropout > 0
+	thr, keep := dropParams(a.Dropout, drop)
 
-	q.linearBwd(x.dln, m.g.lmW, m.g.lmB, x.logits, x.lnf, m.w.lmW, n, C, V, false)
+	q.linearBwd(x.dln, m.g.LmW, m.g.LmB, x.logits, x.lnf, m.w.LmW, n, C, V, false)
 	q.zero(x.dres, 4*n*C)
-	q.normBwd(a, x.dres, m.g.lnfW, m.g.lnfB, x.dln, x.res[a.L], x.lnfMean, x.lnfRstd, m.w.lnfW, n)
-	for l := a.L - 1; l >= 0; l-- {
-		w, g, la := &m.w.layers[l], &m.g.layers[l], &x.layers[l]
+	q.normBwd(a, x.dres, m.g.LnfW, m.g.LnfB, x.dln, x.res[a.NLayer], x.lnfMean, x.lnfRstd, m.w.LnfW, n)
+	for l := a.NLayer - 1; l >= 0; l-- {
+		w, g, la := &m.w.Layers[l], &m.g.Layers[l], &x.layers[l]
 		dm := x.dres
 		if drop {
 			q.elt("mask_mul", n*C, x.dtmp, x.dres, int64(n*C), ps.seed, siteOf(l, 2), thr, keep)
 			dm = x.dtmp
 		}
-		if a.swiglu {
-			q.linearBwd(x.dact, g.downW, 0, dm, la.act, w.downW, n, H, C, false)
+		if a.SwiGLU {
+			q.linearBwd(x.dact, g.DownW, 0, dm, la.act, w.DownW, n, H, C, false)
 			q.elt("swiglu_bwd", n*H, x.dh, x.dup, x.dact, la.h, la.up, int64(n*H))
-			q.linearBwd(x.dln, g.gateW, 0, x.dh, la.ln2, w.gateW, n, C, H, false)
-			q.linearBwd(x.dln, g.upW, 0, x.dup, la.ln2, w.upW, n, C, H, true)
+			q.linearBwd(x.dln, g.GateW, 0, x.dh, la.ln2, w.GateW, n, C, H, false)
+			q.linearBwd(x.dln, g.UpW, 0, x.dup, la.ln2, w.UpW, n, C, H, true)
 		} else {
-			q.linearBwd(x.dact, g.fc2W, g.fc2B, dm, la.act, w.fc2W, n, H, C, false)
+			q.linearBwd(x.dact, g.Fc2W, g.Fc2B, dm, la.act, w.Fc2W, n, H, C, false)
 			q.elt("gelu_bwd", n*H, x.dh, x.dact, la.h, int64(n*H))
-			q.linearBwd(x.dln, g.fc1W, g.fc1B, x.dh, la.ln2, w.fc1W, n, C, H, false)
+			q.linearBwd(x.dln, g.Fc1W, g.Fc1B, x.dh, la.ln2, w.Fc1W, n, C, H, false)
 		}
-		q.normBwd(a, x.dres, g.ln2W, g.ln2B, x.dln, la.mid, la.ln2Mean, la.ln2Rstd, w.ln2W, n)
+		q.normBwd(a, x.dres, g.Ln2W, g.Ln2B, x.dln, la.mid, la.ln2Mean, la.ln2Rstd, w.Ln2W, n)
 
 		dp := x.dres
 		if drop {
 			q.elt("mask_mul", n*C, x.dtmp, x.dres, int64(n*C), ps.seed, siteOf(l, 1), thr, keep)
 			dp = x.dtmp
 		}
-		q.linearBwd(x.dy, g.projW, g.projB, dp, la.y, w.projW, n, C, C, false)
-		q.elt("attn_bwd_pre", ps.b*a.nh*ps.t, x.D, x.dy, la.y, int32(ps.b), int32(ps.t), int32(a.nh), int32(a.hd), int32(C))
-		grid := device.D2(device.Blocks(ps.t, kernels.AttBQ), ps.b*a.nh)
+		q.linearBwd(x.dy, g.ProjW, g.ProjB, dp, la.y, w.ProjW, n, C, C, false)
+		q.elt("attn_bwd_pre", ps.b*a.NHead*ps.t, x.D, x.dy, la.y, int32(ps.b), int32(ps.t), int32(a.NHead), int32(a.HeadDim), int32(C))
+		grid := device.D2(device.Blocks(ps.t, kernels.AttBQ), ps.b*a.NHead)
 		q.k("attn_bwd_dq", grid, device.D1(kernels.AttBQ), x.dqkv, la.qkv, la.qkv.F32(C), la.qkv.F32(2*C), x.dy, la.lse, x.D, seg,
-			int32(ps.t), int32(a.nh), int32(a.hd), int32(3*C), int32(C), ps.seed, siteOf(l, 0), thr, keep)
+			int32(ps.t), int32(a.NHead), int32(a.HeadDim), int32(3*C), int32(C), ps.seed, siteOf(l, 0), thr, keep)
 		q.k("attn_bwd_dkv", grid, device.D1(kernels.AttBK), x.dqkv.F32(C), x.dqkv.F32(2*C), la.qkv, la.qkv.F32(C), la.qkv.F32(2*C),
-			x.dy, la.lse, x.D, seg, int32(ps.t), int32(a.nh), int32(a.hd), int32(3*C), int32(C), ps.seed, siteOf(l, 0), thr, keep)
-		if !a.learnedPos {
-			q.elt("rope", n*a.nh*(a.hd/2), x.dqkv, x.pos, m.ropeCos, m.ropeSin, int32(n), int32(C), int32(a.nh), int32(1))
+			x.dy, la.lse, x.D, seg, int32(ps.t), int32(a.NHead), int32(a.HeadDim), int32(3*C), int32(C), ps.seed, siteOf(l, 0), thr, keep)
+		if !a.LearnedPos {
+			q.elt("rope", n*a.NHead*(a.HeadDim/2), x.dqkv, x.pos, m.ropeCos, m.ropeSin, int32(n), int32(C), int32(a.NHead), int32(1))
 		}
-		q.linearBwd(x.dln, g.qkvW, g.qkvB, x.dqkv, la.ln1, w.qkvW, n, C, 3*C, false)
-		q.normBwd(a, x.dres, g.ln1W, g.ln1B, x.dln, x.res[l], la.ln1Mean, la.ln1Rstd, w.ln1W, n)
+		q.linearBwd(x.dln, g.QkvW, g.QkvB, x.dqkv, la.ln1, w.QkvW, n, C, 3*C, false)
+		q.normBwd(a, x.dres, g.Ln1W, g.Ln1B, x.dln, x.res[l], la.ln1Mean, la.ln1Rstd, w.Ln1W, n)
 	}
-	m.embedBwd(m.g.wte, x.dres, ps.tokens)
-	if a.learnedPos {
-		m.embedBwd(m.g.wpe, x.dres, ps.pos)
+	m.embedBwd(m.g.Wte, x.dres, ps.tokens)
+	if a.LearnedPos {
+		m.embedBwd(m.g.Wpe, x.dres, ps.pos)
 	}
 	return q.err
 }
@@ -520,7 +489,7 @@ func (m *model) backward(ps *pass) error {
 // gradNorm is the global L2 norm of the gradients (fixed-order partial sums in float64).
 func (m *model) gradNorm() (float64, error) {
 	q := m.q
-	q.k("sumsq", device.D1(kernels.SumsqGrid), device.D1(256), m.partial, m.grads, int64(m.lay.total))
+	q.k("sumsq", device.D1(kernels.SumsqGrid), device.D1(256), m.partial, m.grads, int64(m.lay.Total))
 	part := make([]float64, kernels.SumsqGrid)
 	q.down(bytesOf(part), m.partial)
 	var s float64
@@ -546,15 +515,15 @@ func (m *model) adamStep(o optimizer, steps uint64, lr, wd, clip float64) (float
 	bc1 := 1 - math.Pow(o.beta1, float64(steps))
 	bc2 := 1 - math.Pow(o.beta2, float64(steps))
 	b1, b2 := float32(o.beta1), float32(o.beta2)
-	slots := m.lay.slots
+	slots := m.lay.Params
 	for i := 0; i < len(slots); {
 		j := i
-		for j < len(slots) && slots[j].decay == slots[i].decay {
+		for j < len(slots) && slots[j].Decay == slots[i].Decay {
 			j++
 		}
-		off, cnt := slots[i].off, slots[j-1].off+slots[j-1].n-slots[i].off
+		off, cnt := slots[i].Offset, slots[j-1].Offset+slots[j-1].Size-slots[i].Offset
 		decay := float32(1)
-		if slots[i].decay {
+		if slots[i].Decay {
 			decay = float32(1 - lr*wd)
 		}
 		m.q.elt("adamw", cnt, m.params.F32(off), m.grads.F32(off), m.adamM.F32(off), m.adamV.F32(off), int64(cnt),

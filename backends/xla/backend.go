@@ -13,7 +13,6 @@ package xla
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -22,8 +21,10 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/gomlx/gopjrt/dtypes"
 
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/paramstate"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -67,8 +68,7 @@ type session struct {
 	eps    float64
 	steps  uint64
 	state  [4][]*tensors.Tensor // by role index: params, grads, adam m, adam v
-	caches map[uint64]*kvCache
-	nextID uint64
+	caches sdk.CacheTable[*kvCache]
 }
 
 const (
@@ -118,7 +118,7 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 			MlpTypes:      []pb.MLPType{pb.MLPType_MLP_TYPE_GELU, pb.MLPType_MLP_TYPE_SWIGLU},
 			NormTypes:     []pb.NormType{pb.NormType_NORM_TYPE_LAYERNORM, pb.NormType_NORM_TYPE_RMSNORM},
 			ParamDtypes:   []pb.DType{pb.DType_DTYPE_F32},
-			ComputeDtypes: []pb.DType{pb.DType_DTYPE_F32},
+			ComputeDtypes: eng.computeDTypes(),
 			Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
 				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
 				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE},
@@ -139,25 +139,17 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 		return nil, err
 	}
 	o := req.GetOptimizer()
-	if o == nil {
-		return nil, sdk.InvalidArgument("optimizer", "missing")
-	}
-	if !(o.Beta1 >= 0 && o.Beta1 < 1) {
-		return nil, sdk.InvalidArgument("optimizer.beta1", "must be in [0,1), got %v", o.Beta1)
-	}
-	if !(o.Beta2 >= 0 && o.Beta2 < 1) {
-		return nil, sdk.InvalidArgument("optimizer.beta2", "must be in [0,1), got %v", o.Beta2)
-	}
-	if !(o.Eps > 0) {
-		return nil, sdk.InvalidArgument("optimizer.eps", "must be positive, got %v", o.Eps)
+	if err := sdk.ValidateOptimizer(o); err != nil {
+		return nil, err
 	}
 	if pr := req.GetPrecision(); pr != nil {
 		if pr.ParamDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ParamDtype != pb.DType_DTYPE_F32 {
 			return nil, sdk.InvalidArgument("precision.param_dtype", "only F32 is supported, got %v", pr.ParamDtype)
 		}
-		if pr.ComputeDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ComputeDtype != pb.DType_DTYPE_F32 {
-			return nil, sdk.InvalidArgument("precision.compute_dtype", "only F32 is supported, got %v", pr.ComputeDtype)
-		}
+	}
+	compute := req.GetPrecision().GetComputeDtype()
+	if compute == pb.DType_DTYPE_UNSPECIFIED {
+		compute = pb.DType_DTYPE_F32
 	}
 	if req.Deterministic {
 		return nil, sdk.Unimplemented("deterministic mode (FEATURE_DETERMINISTIC)")
@@ -169,15 +161,21 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	if err != nil {
 		return nil, err
 	}
+	if ok := eng.computeDTypes(); !slices.Contains(ok, compute) {
+		return nil, sdk.InvalidArgument("precision.compute_dtype", "the %s engine supports %v, got %v", eng.name, ok, compute)
+	}
 	b.closeSession()
 	ops := eng.be.Capabilities().Operations
-	n := &net{a: a, lay: lay, noPad: !ops[backends.OpTypePad], noDUS: !ops[backends.OpTypeDynamicUpdateSlice]}
+	n := &net{a: a, lay: lay, noPad: !ops[backends.OpTypePad], noDUS: !ops[backends.OpTypeDynamicUpdateSlice],
+		compute: dtypes.Float32}
+	if compute == pb.DType_DTYPE_BF16 {
+		n.compute = dtypes.BFloat16
+	}
 	prog, err := newPrograms(eng.be, n)
 	if err != nil {
 		return nil, fmt.Errorf("configure: %w", err)
 	}
-	s := &session{a: a, lay: lay, net: n, prog: prog, beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps,
-		caches: map[uint64]*kvCache{}}
+	s := &session{a: a, lay: lay, net: n, prog: prog, beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps}
 	for r := range s.state {
 		s.state[r] = make([]*tensors.Tensor, len(lay.slots))
 		for i, sl := range lay.slots {
@@ -189,7 +187,7 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 }
 
 func (s *session) close() {
-	for _, c := range s.caches {
+	for c := range s.caches.All() {
 		c.free()
 	}
 	for _, role := range s.state {
@@ -254,39 +252,9 @@ func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateRe
 	if h := r.Header(); h != nil {
 		s.steps = h.OptimizerSteps
 	}
-	var count uint32
-	for i := 0; ; i++ {
-		t, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading state tensor %d: %w", i, err)
-		}
-		field := fmt.Sprintf("tensor[%s]", t.Name)
-		idx, ok := s.lay.byName[t.Name]
-		if !ok {
-			return nil, sdk.NotFound("tensor %q is not a parameter of this model", t.Name)
-		}
-		sl := s.lay.slots[idx]
-		if t.Role == pb.TensorRole_TENSOR_ROLE_GRAD {
-			return nil, sdk.InvalidArgument(field+".role", "gradients are read-only")
-		}
-		ri := roleIndex(t.Role)
-		if ri < 0 {
-			return nil, sdk.InvalidArgument(field+".role", "unsupported role %v", t.Role)
-		}
-		if !slices.Equal(t.Shape, sl.shape) {
-			return nil, sdk.InvalidArgument(field+".shape", "got %v, the model has %v", t.Shape, sl.shape)
-		}
-		vals, err := decodeF32(t.Data, sl.n, t.DType)
-		if err != nil {
-			return nil, sdk.InvalidArgument(field, "%v", err)
-		}
-		old := s.state[ri][idx]
-		s.state[ri][idx] = tensors.FromFlatDataAndDimensions(vals, toInts(sl.shape)...)
-		_ = old.FinalizeAll()
-		count++
+	count, err := paramstate.Receive(r, s.lay.spec, s)
+	if err != nil {
+		return nil, err
 	}
 	s.zeroGrads()
 	return &pb.SetStateResponse{TensorsReceived: count}, nil
@@ -307,53 +275,7 @@ func (b *Backend) GetState(_ context.Context, req *pb.GetStateRequest, w sdk.Sta
 		return err
 	}
 	defer b.mu.Unlock()
-	roles := req.GetRoles()
-	if len(roles) == 0 {
-		roles = []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V}
-	}
-	for i, r := range roles {
-		if roleIndex(r) < 0 {
-			return sdk.InvalidArgument(fmt.Sprintf("roles[%d]", i), "unsupported role %v", r)
-		}
-	}
-	dtype := req.GetDtype()
-	if dtype == pb.DType_DTYPE_UNSPECIFIED {
-		dtype = pb.DType_DTYPE_F32
-	}
-	if elemSize(dtype) == 0 {
-		return sdk.InvalidArgument("dtype", "unsupported %v", dtype)
-	}
-	idxs := make([]int, len(s.lay.slots))
-	for i := range idxs {
-		idxs[i] = i
-	}
-	if names := req.GetNames(); len(names) > 0 {
-		idxs = idxs[:0]
-		for i, n := range names {
-			idx, ok := s.lay.byName[n]
-			if !ok {
-				return sdk.NotFound("names[%d]: tensor %q is not a parameter of this model", i, n)
-			}
-			idxs = append(idxs, idx)
-		}
-	}
-	if err := w.WriteHeader(&pb.StateHeader{OptimizerSteps: s.steps, TensorCount: uint32(len(idxs) * len(roles))}); err != nil {
-		return fmt.Errorf("writing state header: %w", err)
-	}
-	for _, r := range roles {
-		for _, idx := range idxs {
-			sl := s.lay.slots[idx]
-			vals, err := hostF32(s.state[roleIndex(r)][idx])
-			if err != nil {
-				return fmt.Errorf("reading tensor %s: %w", sl.name, err)
-			}
-			t := &sdk.Tensor{Name: sl.name, Role: r, Shape: slices.Clone(sl.shape), DType: dtype, Data: encodeF32(vals, dtype)}
-			if err := w.WriteTensor(t); err != nil {
-				return fmt.Errorf("writing tensor %s: %w", sl.name, err)
-			}
-		}
-	}
-	return nil
+	return paramstate.Send(req, w, s.lay.spec, s.steps, s)
 }
 
 // hostF32 copies a float32 tensor to the host.
@@ -479,16 +401,10 @@ func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest)
 		return nil, err
 	}
 	defer b.mu.Unlock()
+	if err := sdk.ValidateOptimizerStep(req); err != nil {
+		return nil, err
+	}
 	lr, wd := req.LearningRate, req.WeightDecay
-	if !(lr >= 0) || math.IsInf(lr, 0) {
-		return nil, sdk.InvalidArgument("learning_rate", "must be finite and ≥ 0, got %v", lr)
-	}
-	if !(wd >= 0) || math.IsInf(wd, 0) {
-		return nil, sdk.InvalidArgument("weight_decay", "must be finite and ≥ 0, got %v", wd)
-	}
-	if math.IsNaN(req.ClipNorm) {
-		return nil, sdk.InvalidArgument("clip_norm", "is NaN")
-	}
 	steps := s.steps + 1
 	bc1 := 1 - math.Pow(s.beta1, float64(steps))
 	bc2 := 1 - math.Pow(s.beta2, float64(steps))

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/mypt/mypt/backends/cpu"
+	"github.com/mypt/mypt/backends/internal/goldentest"
+	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 	"github.com/mypt/mypt/sdk/sdktesting"
@@ -16,17 +18,17 @@ import (
 
 // randomSetup configures b like golden case g but with random weights (seeded) and returns
 // a random batch of bsz×seq tokens (packed with segments when the case is packed).
-func randomSetup(t *testing.T, b api, g *goldenCase, seed uint64, dropout float64) {
+func randomSetup(t *testing.T, b sdk.Backend, g *golden.Case, seed uint64, dropout float64) {
 	t.Helper()
 	ctx := context.Background()
-	spec := g.spec()
+	spec := g.Spec()
 	spec.Dropout = dropout
 	if _, err := b.Configure(ctx, &pb.ConfigureRequest{Model: spec,
 		Optimizer: &pb.OptimizerSpec{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8}}); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
 	rng := rand.New(rand.NewPCG(seed, 1))
-	r := &sliceReader{header: &pb.StateHeader{}}
+	var ts []*sdk.Tensor
 	for _, p := range g.Model.Params {
 		n := 1
 		for _, d := range p.Shape {
@@ -39,15 +41,14 @@ func randomSetup(t *testing.T, b api, g *goldenCase, seed uint64, dropout float6
 				v[i] += 1
 			}
 		}
-		r.tensors = append(r.tensors, f32Tensor(p.Name, pb.TensorRole_TENSOR_ROLE_PARAM, p.Shape, v))
+		ts = append(ts, sdk.F32Tensor(p.Name, pb.TensorRole_TENSOR_ROLE_PARAM, p.Shape, v))
 	}
-	r.header.TensorCount = uint32(len(r.tensors))
-	if _, err := b.SetState(ctx, r); err != nil {
+	if _, err := b.SetState(ctx, sdk.NewTensorList(0, ts...)); err != nil {
 		t.Fatalf("SetState: %v", err)
 	}
 }
 
-func randomBatch(g *goldenCase, bsz, seq int, seed uint64) *pb.Batch {
+func randomBatch(g *golden.Case, bsz, seq int, seed uint64) *pb.Batch {
 	rng := rand.New(rand.NewPCG(seed, 2))
 	V := int(g.Model.VocabSize)
 	n := bsz * seq
@@ -76,7 +77,7 @@ func randomBatch(g *goldenCase, bsz, seq int, seed uint64) *pb.Batch {
 // gradients, correct counts and three AdamW steps must agree.
 func TestCrossCheckCPU(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range loadGoldenCases(t) {
+	for _, g := range goldentest.Cases(t) {
 		if g.Case != "gpt2_packed" && g.Case != "llama_untied_bias_packed" && g.Case != "llama_tied" {
 			continue
 		}
@@ -94,8 +95,8 @@ func TestCrossCheckCPU(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			assertClose(t, "logits", ex.Logits, er.Logits, 1e-5, 1e-4)
-			if relErr(ex.LossSum, er.LossSum) > 1e-5 || ex.WeightSum != er.WeightSum || ex.Counted != er.Counted {
+			goldentest.AssertClose(t, "logits", ex.Logits, er.Logits, 1e-5, 1e-4)
+			if goldentest.RelErr(ex.LossSum, er.LossSum) > 1e-5 || ex.WeightSum != er.WeightSum || ex.Counted != er.Counted {
 				t.Errorf("Evaluate %v/%v/%d, cpu %v/%v/%d", ex.LossSum, ex.WeightSum, ex.Counted, er.LossSum, er.WeightSum, er.Counted)
 			}
 			if d := int(ex.Correct) - int(er.Correct); d < -1 || d > 1 { // an argmax near-tie may differ
@@ -112,15 +113,15 @@ func TestCrossCheckCPU(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if relErr(fx.LossSum, fr.LossSum) > 1e-5 {
+					if goldentest.RelErr(fx.LossSum, fr.LossSum) > 1e-5 {
 						t.Errorf("step %d loss_sum %v, cpu %v", step, fx.LossSum, fr.LossSum)
 					}
 				}
 				if step == 0 {
-					gr, gx := getState(t, ref, pb.TensorRole_TENSOR_ROLE_GRAD), getState(t, x, pb.TensorRole_TENSOR_ROLE_GRAD)
+					gr, gx := goldentest.State(t, ref, pb.TensorRole_TENSOR_ROLE_GRAD), goldentest.State(t, x, pb.TensorRole_TENSOR_ROLE_GRAD)
 					for _, p := range g.Model.Params {
 						k := "TENSOR_ROLE_GRAD/" + p.Name
-						assertClose(t, "grad "+p.Name, gx[k], gr[k], 1e-6, 2e-3)
+						goldentest.AssertClose(t, "grad "+p.Name, gx[k], gr[k], 1e-6, 2e-3)
 					}
 				}
 				req := &pb.OptimizerStepRequest{LearningRate: 1e-2, WeightDecay: 0.1, ClipNorm: 0.5}
@@ -132,11 +133,11 @@ func TestCrossCheckCPU(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if relErr(sx.GradNorm, sr.GradNorm) > 1e-4 || sx.OptimizerSteps != sr.OptimizerSteps {
+				if goldentest.RelErr(sx.GradNorm, sr.GradNorm) > 1e-4 || sx.OptimizerSteps != sr.OptimizerSteps {
 					t.Errorf("step %d grad_norm %v (steps %d), cpu %v (%d)", step, sx.GradNorm, sx.OptimizerSteps, sr.GradNorm, sr.OptimizerSteps)
 				}
 			}
-			pr, px := getState(t, ref), getState(t, x)
+			pr, px := goldentest.State(t, ref), goldentest.State(t, x)
 			for _, p := range g.Model.Params {
 				for _, role := range []string{"TENSOR_ROLE_PARAM/", "TENSOR_ROLE_ADAM_M/", "TENSOR_ROLE_ADAM_V/"} {
 					atol := map[string]float64{"TENSOR_ROLE_PARAM/": 1e-2 * 3 * 5e-3, "TENSOR_ROLE_ADAM_M/": 1e-7, "TENSOR_ROLE_ADAM_V/": 1e-10}[role]
@@ -149,7 +150,7 @@ func TestCrossCheckCPU(t *testing.T) {
 							atol = max(atol, 1e-3*math.Abs(float64(w)))
 						}
 					}
-					assertClose(t, role+p.Name, px[role+p.Name], want, atol, 4e-3)
+					goldentest.AssertClose(t, role+p.Name, px[role+p.Name], want, atol, 4e-3)
 				}
 			}
 		})
@@ -160,7 +161,7 @@ func TestCrossCheckCPU(t *testing.T) {
 // every position, for both architectures.
 func TestKVCacheMatchesForward(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range loadGoldenCases(t) {
+	for _, g := range goldentest.Cases(t) {
 		if g.Case != "gpt2_untied_bias" && g.Case != "llama_untied_bias_packed" {
 			continue
 		}
@@ -179,7 +180,7 @@ func TestKVCacheMatchesForward(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			assertClose(t, "prefill logits", pf.Logits, full.Logits[:P*V], 1e-5, 1e-4)
+			goldentest.AssertClose(t, "prefill logits", pf.Logits, full.Logits[:P*V], 1e-5, 1e-4)
 			for i := P; i < T; i++ {
 				d, err := x.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: bt.Tokens[i]})
 				if err != nil {
@@ -188,7 +189,7 @@ func TestKVCacheMatchesForward(t *testing.T) {
 				if int(d.Length) != i+1 {
 					t.Fatalf("length %d after decoding position %d", d.Length, i)
 				}
-				assertClose(t, "decode logits", d.Logits, full.Logits[i*V:(i+1)*V], 1e-5, 1e-4)
+				goldentest.AssertClose(t, "decode logits", d.Logits, full.Logits[i*V:(i+1)*V], 1e-5, 1e-4)
 			}
 			_, err = x.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: 1})
 			if sdk.Code(err).String() != "FailedPrecondition" {
@@ -208,7 +209,7 @@ func TestKVCacheMatchesForward(t *testing.T) {
 // TestDropout: dropout masks are a function of dropout_seed; dropout changes the loss.
 func TestDropout(t *testing.T) {
 	ctx := context.Background()
-	g := loadGoldenCases(t)[0]
+	g := goldentest.Cases(t)[0]
 	x := sdktesting.Connect(t, New(Options{}))
 	randomSetup(t, x, g, 1, 0.3)
 	bt := randomBatch(g, 2, 8, 1)
@@ -245,7 +246,7 @@ func TestInfoAndErrors(t *testing.T) {
 	if _, err := x.ForwardBackward(ctx, &pb.ForwardBackwardRequest{}); sdk.Code(err).String() != "FailedPrecondition" {
 		t.Errorf("ForwardBackward before Configure: %v", err)
 	}
-	g := loadGoldenCases(t)[0]
+	g := goldentest.Cases(t)[0]
 	randomSetup(t, x, g, 1, 0)
 	bt := randomBatch(g, 1, 4, 1)
 	bt.Tokens[2] = int32(g.Model.VocabSize)
@@ -263,7 +264,7 @@ func TestInfoAndErrors(t *testing.T) {
 
 func TestZeroWeightsNoNaN(t *testing.T) {
 	ctx := context.Background()
-	g := loadGoldenCases(t)[3]
+	g := goldentest.Cases(t)[3]
 	x := sdktesting.Connect(t, New(Options{}))
 	randomSetup(t, x, g, 2, 0)
 	bt := randomBatch(g, 2, 6, 2)

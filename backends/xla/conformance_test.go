@@ -11,7 +11,7 @@ import (
 
 // TestConformance builds ./plugins/xla and ./plugins/cpu (the reference for the portability
 // checks) and runs the whole conformance suite against the xla plugin on the simplego
-// engine, with the suite's default F32 tolerances.
+// engine, with the suite's default tolerances, in F32 and BF16 (both declared there).
 func TestConformance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds plugins; skipped with -short")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/backends/simplego"
+	"github.com/gomlx/gopjrt/dtypes"
 
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
@@ -23,6 +24,18 @@ type engine struct {
 	device *pb.Device
 }
 
+// computeDTypes are the Precision.compute_dtype values the engine runs: F32 always, BF16
+// where the engine has bfloat16 DotGeneral and ConvertDType (simplego v0.25.0 has both,
+// accumulating bf16 products in float32; so do PJRT engines).
+func (e *engine) computeDTypes() []pb.DType {
+	out := []pb.DType{pb.DType_DTYPE_F32}
+	c := e.be.Capabilities()
+	if c.DTypes[dtypes.BFloat16] && c.Operations[backends.OpTypeDotGeneral] && c.Operations[backends.OpTypeConvertDType] {
+		out = append(out, pb.DType_DTYPE_BF16)
+	}
+	return out
+}
+
 // newEngine opens the PJRT plugin at pluginPath, or GoMLX's pure-Go simplego engine when
 // pluginPath is empty. It never downloads anything.
 func newEngine(pluginPath string) (*engine, error) {
@@ -30,7 +43,12 @@ func newEngine(pluginPath string) (*engine, error) {
 	// be explicit so an upgrade cannot start downloading at run time.
 	_ = os.Setenv("GOMLX_NO_AUTO_INSTALL", "1")
 	if pluginPath == "" {
-		be, err := simplego.New("")
+		// ops_sequential: simplego v0.25.0's parallel op scheduler runs each op in a worker
+		// of a pool of 2·NumCPU, and its DotGeneral waits for workers of the same pool for
+		// its batch split without releasing its own: with several matrix products ready at
+		// once (the backward pass) every worker ends up waiting and the program deadlocks.
+		// Run ops one at a time; each large op still uses all cores.
+		be, err := simplego.New("ops_sequential")
 		if err != nil {
 			return nil, fmt.Errorf("starting the simplego engine: %w", err)
 		}

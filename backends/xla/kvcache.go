@@ -39,17 +39,11 @@ func (b *Backend) Prefill(_ context.Context, req *pb.PrefillRequest) (*pb.Prefil
 	}
 	defer b.mu.Unlock()
 	a := s.a
-	capacity := int(req.Capacity)
-	if capacity == 0 {
-		capacity = a.block
-	}
-	if capacity > a.block {
-		return nil, sdk.InvalidArgument("capacity", "%d exceeds block_size %d", capacity, a.block)
+	capacity, err := sdk.PrefillCapacity(req, a.block)
+	if err != nil {
+		return nil, err
 	}
 	P := len(req.Tokens)
-	if P < 1 || P > capacity {
-		return nil, sdk.InvalidArgument("tokens", "prompt length %d must be in [1, capacity=%d]", P, capacity)
-	}
 	if err := sdk.ValidateTokens("tokens", req.Tokens, a.V); err != nil {
 		return nil, err
 	}
@@ -77,9 +71,8 @@ func (b *Backend) Prefill(_ context.Context, req *pb.PrefillRequest) (*pb.Prefil
 	if !req.AllLogits {
 		logits = logits[(P-1)*a.V:]
 	}
-	s.nextID++
-	s.caches[s.nextID] = &kvCache{capacity: capacity, length: P, kv: out[1:]}
-	return &pb.PrefillResponse{CacheHandle: s.nextID, Logits: logits}, nil
+	h := s.caches.Add(&kvCache{capacity: capacity, length: P, kv: out[1:]})
+	return &pb.PrefillResponse{CacheHandle: h, Logits: logits}, nil
 }
 
 // Decode appends one token to a cache and returns the next-token logits.
@@ -90,15 +83,12 @@ func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeRe
 	}
 	defer b.mu.Unlock()
 	a := s.a
-	c, ok := s.caches[req.CacheHandle]
-	if !ok {
-		return nil, sdk.NotFound("cache handle %d is unknown or released", req.CacheHandle)
+	c, err := s.caches.Get(req.CacheHandle)
+	if err != nil {
+		return nil, err
 	}
-	if req.Token < 0 || int(req.Token) >= a.V {
-		return nil, sdk.InvalidArgument("token", "token id %d is outside [0, %d)", req.Token, a.V)
-	}
-	if c.length >= c.capacity {
-		return nil, sdk.FailedPrecondition("cache %d is full (%d tokens)", req.CacheHandle, c.capacity)
+	if err := sdk.ValidateDecode(req, a.V, c.length, c.capacity); err != nil {
+		return nil, err
 	}
 	at := c.length
 	bias := make([]float32, c.capacity)
@@ -137,11 +127,10 @@ func (b *Backend) ReleaseCache(_ context.Context, req *pb.ReleaseCacheRequest) (
 		return nil, err
 	}
 	defer b.mu.Unlock()
-	c, ok := s.caches[req.CacheHandle]
-	if !ok {
-		return nil, sdk.NotFound("cache handle %d is unknown or released", req.CacheHandle)
+	c, err := s.caches.Remove(req.CacheHandle)
+	if err != nil {
+		return nil, err
 	}
 	c.free()
-	delete(s.caches, req.CacheHandle)
 	return &pb.ReleaseCacheResponse{}, nil
 }

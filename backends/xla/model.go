@@ -26,6 +26,28 @@ type net struct {
 	// noDUS is set on engines without DynamicUpdateSlice (simplego): Decode writes its cache
 	// row with a select instead.
 	noDUS bool
+	// compute is the operand dtype of the linear layers' matrix products: Float32, or
+	// BFloat16 (Precision.compute_dtype BF16). Parameters, optimizer state, embeddings,
+	// norms, attention, softmax and the loss stay float32; see matmul.
+	compute dtypes.DType
+}
+
+// matmul is the matrix product of a linear layer (qkv, attention projection, MLP, LM head)
+// in the compute dtype. In BFloat16 both operands are rounded to bf16 and the product
+// accumulates in float32 inside the engine's DotGeneral; its result is bf16 (GoMLX v0.25.0's
+// DotGeneral has no result-type parameter, so this is PyTorch autocast's numerics, not a
+// float32-output GEMM) and is widened back to float32 at once. The backward products go
+// through the same conversions (bf16 operands, float32 accumulation) and the gradients
+// reach the float32 master weights as float32. Attention's two batched products (q·kᵀ and
+// weights·v) are not routed here: they stay float32, as in flash attention, where scores
+// and softmax are float32 — bf16-rounded scores cost more accuracy than those small
+// products save.
+func (n *net) matmul(lhs *Node, lc, lb []int, rhs *Node, rc, rb []int) *Node {
+	if n.compute != dtypes.BFloat16 {
+		return dot(lhs, lc, lb, rhs, rc, rb)
+	}
+	y := dot(ConvertDType(lhs, dtypes.BFloat16), lc, lb, ConvertDType(rhs, dtypes.BFloat16), rc, rb)
+	return ConvertDType(y, dtypes.Float32)
 }
 
 // pick returns x's i-th entry along axis (the axis is removed).
@@ -109,8 +131,8 @@ func tail(v *Node, r int) *Node {
 }
 
 // linear is x·Wᵀ (+ b): x [B,T,in], W [out,in] (PyTorch layout), b [out] or nil.
-func linear(x, w, b *Node) *Node {
-	y := Einsum("bti,oi->bto", x, w)
+func (n *net) linear(x, w, b *Node) *Node {
+	y := n.matmul(x, []int{2}, nil, w, []int{1}, nil)
 	if b != nil {
 		y = Add(y, tail(b, 3))
 	}
@@ -171,7 +193,7 @@ func (n *net) forward(p params, tokens *Node, pi posInputs, bias *Node, hook kvH
 	for l := 0; l < a.L; l++ {
 		pre := fmt.Sprintf("blocks.%d.", l)
 		h := n.norm(x, p[pre+"ln1.weight"], p[pre+"ln1.bias"])
-		qkv := linear(h, p[pre+"sa.qkv.weight"], p[pre+"sa.qkv.bias"]) // [B,T,3C]
+		qkv := n.linear(h, p[pre+"sa.qkv.weight"], p[pre+"sa.qkv.bias"]) // [B,T,3C]
 		qkv3 := Reshape(qkv, B, T, 3, a.nh, a.hd)
 		q, k, v := n.pick(qkv3, 2, 0), n.pick(qkv3, 2, 1), n.pick(qkv3, 2, 2)
 		if !a.learnedPos {
@@ -181,22 +203,23 @@ func (n *net) forward(p params, tokens *Node, pi posInputs, bias *Node, hook kvH
 			k, v = hook(l, k, v)
 		}
 		S := k.Shape().Dimensions[1]
-		scores := MulScalar(Einsum("bqhd,bkhd->bhqk", q, k), scale) // [B,nh,T,S]
+		// Attention products in float32 whatever the compute dtype (see matmul).
+		scores := MulScalar(dot(q, []int{3}, []int{0, 2}, k, []int{3}, []int{0, 2}), scale) // [B,nh,T,S]
 		scores = Add(scores, BroadcastToDims(biasH, B, a.nh, T, S))
 		att := d.drop(Softmax(scores, -1))
-		y := Einsum("bhqk,bkhd->bhqd", att, v)                  // [B,nh,T,hd]
-		y = Reshape(TransposeAllDims(y, 0, 2, 1, 3), B, T, a.C) // [B,T,C]
-		y = linear(y, p[pre+"sa.proj.weight"], p[pre+"sa.proj.bias"])
+		y := dot(att, []int{3}, []int{0, 1}, v, []int{1}, []int{0, 2}) // [B,nh,T,hd]
+		y = Reshape(TransposeAllDims(y, 0, 2, 1, 3), B, T, a.C)        // [B,T,C]
+		y = n.linear(y, p[pre+"sa.proj.weight"], p[pre+"sa.proj.bias"])
 		x = Add(x, d.drop(y))
 
 		h = n.norm(x, p[pre+"ln2.weight"], p[pre+"ln2.bias"])
 		var m *Node
 		if a.swiglu {
-			gate := linear(h, p[pre+"fwd.w_gate.weight"], nil)
-			up := linear(h, p[pre+"fwd.w_up.weight"], nil)
-			m = linear(Mul(Mul(gate, Sigmoid(gate)), up), p[pre+"fwd.w_down.weight"], nil)
+			gate := n.linear(h, p[pre+"fwd.w_gate.weight"], nil)
+			up := n.linear(h, p[pre+"fwd.w_up.weight"], nil)
+			m = n.linear(Mul(Mul(gate, Sigmoid(gate)), up), p[pre+"fwd.w_down.weight"], nil)
 		} else {
-			m = linear(gelu(linear(h, p[pre+"fwd.net.0.weight"], p[pre+"fwd.net.0.bias"])),
+			m = n.linear(gelu(n.linear(h, p[pre+"fwd.net.0.weight"], p[pre+"fwd.net.0.bias"])),
 				p[pre+"fwd.net.2.weight"], p[pre+"fwd.net.2.bias"])
 		}
 		x = Add(x, d.drop(m))
@@ -206,7 +229,7 @@ func (n *net) forward(p params, tokens *Node, pi posInputs, bias *Node, hook kvH
 	if a.tied {
 		lm = wte
 	}
-	return linear(x, lm, p["lm_head.bias"])
+	return n.linear(x, lm, p["lm_head.bias"])
 }
 
 // crossEntropy returns the per-token CE [B,T] of logits [B,T,V] against targets [B,T]:

@@ -95,6 +95,9 @@ func (pr *programs) trainGraph(in []*Node) []*Node {
 	if pr.random {
 		d = &dropper{rng: rest[5+pr.numPos()], dropout: pr.n.a.dropout, neftune: pr.n.a.neftune}
 	}
+	g := tokens.Graph()
+	trackDots(g) // matrix products get matrix-product gradients (see dot.go)
+	defer untrackDots(g)
 	logits := pr.n.forward(pr.n.paramMap(ps), tokens, pi, bias, nil, d)
 	ce := crossEntropy(logits, targets, pr.n.a.V)
 	loss := Mul(ReduceAllSum(Mul(ce, weights)), scale)

@@ -1,0 +1,100 @@
+package modelspec
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/mypt/mypt/sdk"
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+	"google.golang.org/grpc/codes"
+)
+
+// llama is a valid LLaMA-style spec (RoPE, SwiGLU, RMSNorm, tied) with its parameter list.
+func llama(t *testing.T) *pb.ModelSpec {
+	t.Helper()
+	m := &pb.ModelSpec{VocabSize: 11, BlockSize: 8, NLayer: 2, NHead: 2, NEmbd: 8, MlpHidden: 12,
+		PosEncoding: pb.PosEncoding_POS_ENCODING_ROPE, MlpType: pb.MLPType_MLP_TYPE_SWIGLU,
+		NormType: pb.NormType_NORM_TYPE_RMSNORM, TieWeights: true, RopeTheta: 100, NormEps: 1e-5}
+	a, err := Validate(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range a.Tensors() {
+		m.Params = append(m.Params, &pb.ParamSpec{Name: d.Name, Shape: d.Shape})
+	}
+	return m
+}
+
+func TestValidate(t *testing.T) {
+	a, err := Validate(llama(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.HeadDim != 4 || a.RopeScale != 1 || a.LearnedPos || a.LayerNorm || !a.SwiGLU || !a.TieWeights {
+		t.Errorf("Validate: %+v", a)
+	}
+	for _, c := range []struct {
+		field string
+		edit  func(*pb.ModelSpec)
+	}{
+		{"model.vocab_size", func(m *pb.ModelSpec) { m.VocabSize = 0 }},
+		{"model.n_head", func(m *pb.ModelSpec) { m.NHead = 3 }},
+		{"model.n_head", func(m *pb.ModelSpec) { m.NHead, m.NEmbd = 2, 6 }}, // odd RoPE head dim
+		{"model.rope_theta", func(m *pb.ModelSpec) { m.RopeTheta = 0 }},
+		{"model.rope_scale", func(m *pb.ModelSpec) { m.RopeScale = 0.5 }},
+		{"model.pos_encoding", func(m *pb.ModelSpec) { m.PosEncoding = pb.PosEncoding_POS_ENCODING_UNSPECIFIED }},
+		{"model.mlp_type", func(m *pb.ModelSpec) { m.MlpType = pb.MLPType_MLP_TYPE_UNSPECIFIED }},
+		{"model.norm_type", func(m *pb.ModelSpec) { m.NormType = pb.NormType_NORM_TYPE_UNSPECIFIED }},
+		{"model.norm_eps", func(m *pb.ModelSpec) { m.NormEps = 0 }},
+		{"model.dropout", func(m *pb.ModelSpec) { m.Dropout = 1 }},
+		{"model.neftune_alpha", func(m *pb.ModelSpec) { m.NeftuneAlpha = -1 }},
+	} {
+		m := llama(t)
+		c.edit(m)
+		if _, err := Validate(m); sdk.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.field+":") {
+			t.Errorf("%s: got %v", c.field, err)
+		}
+	}
+}
+
+func TestNewLayout(t *testing.T) {
+	m := llama(t)
+	a, _ := Validate(m)
+	lay, err := NewLayout(a, m.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := 0
+	for i, p := range lay.Params {
+		if j, ok := lay.Index(p.Name); !ok || j != i || p.Offset != off {
+			t.Errorf("param %d %s: index %d %v, offset %d, want %d", i, p.Name, j, ok, p.Offset, off)
+		}
+		off += p.Size
+	}
+	if lay.Total != off || off == 0 {
+		t.Errorf("total %d, want %d", lay.Total, off)
+	}
+	w := ViewWeights(a, lay, func(p Param) string { return p.Name })
+	if w.LmW != "token_embedding_table.weight" || w.Wpe != "" || w.Layers[1].GateW != "blocks.1.fwd.w_gate.weight" || w.Layers[0].QkvB != "" {
+		t.Errorf("ViewWeights: %+v", w)
+	}
+
+	for _, c := range []struct {
+		field, what string
+		edit        func(*pb.ModelSpec)
+	}{
+		{"model.params[3].shape", "shape", func(m *pb.ModelSpec) { m.Params[3].Shape = []int64{1} }},
+		{"model.params[1]", "twice", func(m *pb.ModelSpec) { m.Params[1] = m.Params[0] }},
+		{"model.params[0]", "tie_weights", func(m *pb.ModelSpec) { m.Params[0].Name = "lm_head.weight" }},
+		{"model.params[0]", "not part", func(m *pb.ModelSpec) { m.Params[0].Name = "nope" }},
+		{"model.params[0].dtype", "F32", func(m *pb.ModelSpec) { m.Params[0].Dtype = pb.DType_DTYPE_BF16 }},
+		{"model.params", "missing", func(m *pb.ModelSpec) { m.Params = m.Params[1:] }},
+	} {
+		m := llama(t)
+		c.edit(m)
+		_, err := NewLayout(a, m.Params)
+		if sdk.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.field+":") || !strings.Contains(err.Error(), c.what) {
+			t.Errorf("%s (%s): got %v", c.field, c.what, err)
+		}
+	}
+}
