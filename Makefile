@@ -39,7 +39,7 @@ demo: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
 
-## bench-cpu: CPU backend vs PyTorch CPU on the same models (needs python3-torch)
+## bench-cpu: CPU backend vs PyTorch CPU on the same models (needs python3-torch and libopenblas0-pthread)
 bench-cpu: build
 	./backends/cpu/bench/run.sh
 

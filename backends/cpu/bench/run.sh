@@ -10,6 +10,15 @@ WARMUP=${WARMUP:-5}
 PYTHON=${PYTHON:-/usr/bin/python3}
 export OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE GOMAXPROCS=2
 
+# Debian's python3-torch uses whatever libblas.so.3 the alternatives point at; the netlib
+# reference BLAS would make PyTorch ~15x slower and the ratio meaningless.
+blas=$(update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | awk '/^Value:/ {print $2}')
+if [[ "$blas" != *openblas* ]]; then
+	echo "bench-cpu: PyTorch would run on the reference BLAS (${blas:-libblas.so.3 alternative not found});" >&2
+	echo "bench-cpu: install OpenBLAS first: apt-get install libopenblas0-pthread" >&2
+	exit 1
+fi
+
 bin=$(mktemp -d)/cpubench
 trap 'rm -rf "$(dirname "$bin")"' EXIT
 go build -o "$bin" ./backends/cpu/bench
