@@ -6,7 +6,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PLUGINS   := $(notdir $(wildcard plugins/*))
 DEMO_DIR  ?= runs/demo
 
-.PHONY: build test vet demo bench bench-cpu proto proto-check proto-breaking conformance clean cuda-check
+.PHONY: build test vet demo bench bench-cpu proto proto-check proto-breaking conformance clean cuda-check gpu-bundle
 
 ## build: the mypt CLI and every shipped backend plugin, side by side in bin/
 build:
@@ -65,3 +65,22 @@ clean:
 ## cuda-check: compile-check the CUDA kernels with NVRTC (skips with a message where NVRTC is absent)
 cuda-check:
 	$(GO) run ./backends/cuda/cmd/cudacheck sm_90
+
+## gpu-bundle: what a GPU machine (no Go there) needs, built here: stripped bin/mypt and
+## bin/mypt-backend-{cpu,cuda,xla} (cgo on, so the xla plugin has its PJRT path), packed into
+## bin/gpu-bundle.tar.gz (~31 MB: the device tool carries 64 MiB at most, the binaries are ~75 MB).
+## On the GPU machine: scripts/gpu-check.sh (it unpacks the bundle); see docs/CUDA.md.
+GPU_BUNDLE := $(BIN)/gpu-bundle.tar.gz
+GPU_BINS   := mypt mypt-backend-cpu mypt-backend-cuda mypt-backend-xla
+gpu-bundle:
+	@command -v gcc >/dev/null || { echo "gpu-bundle: needs gcc: the xla plugin's PJRT path is cgo"; exit 1; }
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/mypt ./core/cmd/mypt
+	@for p in cpu cuda xla; do \
+		echo "CGO_ENABLED=1 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/mypt-backend-$$p ./plugins/$$p"; \
+		CGO_ENABLED=1 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/mypt-backend-$$p ./plugins/$$p || exit 1; \
+	done
+	@$(GO) version -m $(BIN)/mypt-backend-xla | grep -q 'CGO_ENABLED=1' || { echo "gpu-bundle: xla plugin built without cgo (no PJRT)"; exit 1; }
+	@if $(GO) version -m $(BIN)/mypt-backend-xla | grep -q 'nopjrt'; then echo "gpu-bundle: xla plugin built with -tags nopjrt"; exit 1; fi
+	tar -czf $(GPU_BUNDLE) -C $(BIN) $(GPU_BINS)
+	@ls -l $(GPU_BUNDLE) | awk '{printf "%s: %.1f MB\n", $$NF, $$5/1e6}'
+	@echo "newest glibc symbol the xla plugin needs: $$(objdump -T $(BIN)/mypt-backend-xla 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)"

@@ -66,10 +66,6 @@ func newEngine(pluginPath string) (*engine, error) {
 	if st.IsDir() {
 		return nil, fmt.Errorf("PJRT plugin %s (from $%s) is a directory: point it at the plugin's .so file, e.g. .../jax_plugins/xla_cuda13/xla_cuda_plugin.so", abs, PluginEnv)
 	}
-	be, err := newPJRT(abs)
-	if err != nil {
-		return nil, fmt.Errorf("PJRT plugin %s could not be started: %w", abs, err)
-	}
 	kind := "xla"
 	lower := strings.ToLower(filepath.Base(abs))
 	switch {
@@ -81,6 +77,13 @@ func newEngine(pluginPath string) (*engine, error) {
 		kind = "tpu"
 	case strings.Contains(lower, "cpu"):
 		kind = "cpu"
+	}
+	// GPU plugins reserve 75 % of device memory per client by default; the conformance suite
+	// runs a second plugin process beside the first, so allocate on demand instead.
+	gpu := kind == "cuda" || kind == "rocm"
+	be, err := newPJRT(abs, gpu)
+	if err != nil {
+		return nil, fmt.Errorf("PJRT plugin %s could not be started: %w", abs, err)
 	}
 	return &engine{be: be, name: "xla-pjrt " + abs,
 		device: &pb.Device{Kind: kind, Name: be.DeviceDescription(0)}}, nil

@@ -10,6 +10,6 @@ import (
 
 // newPJRT is unavailable in builds without cgo (or with the nopjrt tag): gopjrt loads
 // plugins through the C API.
-func newPJRT(string) (backends.Backend, error) {
+func newPJRT(string, bool) (backends.Backend, error) {
 	return nil, errors.New("this build of mypt-backend-xla has no PJRT support (built without cgo or with -tags nopjrt); rebuild with CGO_ENABLED=1")
 }

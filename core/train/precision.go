@@ -5,15 +5,17 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/mypt/mypt/core/config"
+	"github.com/mypt/mypt/core/model"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
-// computeDType resolves the config's precision ("auto", "fp32", "bf16") against what the
+// ComputeDType resolves the config's precision ("auto", "fp32", "bf16") against what the
 // backend declares. auto follows MyPT, which autocasts to bf16 on CUDA and trains in fp32 on
 // the CPU: bf16 when the backend declares BF16 compute and runs on a device that is not a
-// CPU, fp32 otherwise.
-func computeDType(ctx context.Context, b sdk.Backend, precision string) (pb.DType, error) {
+// CPU, fp32 otherwise. mypt train and mypt bench both resolve it here.
+func ComputeDType(ctx context.Context, b sdk.Backend, precision string) (pb.DType, error) {
 	if precision == "fp32" || precision == "" {
 		return pb.DType_DTYPE_F32, nil
 	}
@@ -37,4 +39,17 @@ func computeDType(ctx context.Context, b sdk.Backend, precision string) (pb.DTyp
 		return pb.DType_DTYPE_F32, nil
 	}
 	return 0, fmt.Errorf("precision %q: want auto, fp32 or bf16", precision)
+}
+
+// ConfigureRequest is the Configure call a run makes: the model, AdamW's betas and eps, fp32
+// master weights with the resolved compute dtype, the seed and the largest batch shape.
+func ConfigureRequest(cfg config.Config, spec model.Spec, compute pb.DType) *pb.ConfigureRequest {
+	return &pb.ConfigureRequest{
+		Model:        spec.Proto(),
+		Optimizer:    &pb.OptimizerSpec{Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.AdamEps},
+		Precision:    &pb.Precision{ParamDtype: pb.DType_DTYPE_F32, ComputeDtype: compute},
+		Seed:         uint64(cfg.Seed),
+		MaxBatchSize: uint32(cfg.BatchSize),
+		MaxSeqLen:    uint32(cfg.BlockSize),
+	}
 }

@@ -9,7 +9,7 @@ import (
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
-// infoOnly answers GetInfo; computeDType needs nothing else.
+// infoOnly answers GetInfo; ComputeDType needs nothing else.
 type infoOnly struct {
 	sdk.Backend
 	info *pb.GetInfoResponse
@@ -37,7 +37,7 @@ func TestComputeDType(t *testing.T) {
 		{"bf16 on a CPU that declares it", "bf16", backend("cpu", f32, bf16), bf16, ""},
 		{"bf16 undeclared", "bf16", backend("cpu", f32), 0, "does not declare BF16"},
 	} {
-		got, err := computeDType(context.Background(), c.b, c.precision)
+		got, err := ComputeDType(context.Background(), c.b, c.precision)
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("%s: error %v, want one containing %q", c.name, err, c.err)

@@ -97,19 +97,12 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 	if err := os.MkdirAll(r.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run directory: %w", err)
 	}
-	compute, err := computeDType(context.WithoutCancel(ctx), r.Backend, cfg.Precision)
+	compute, err := ComputeDType(context.WithoutCancel(ctx), r.Backend, cfg.Precision)
 	if err != nil {
 		return nil, err
 	}
 	log.Info("precision", "config", cfg.Precision, "compute", compute.String(), "params", "F32")
-	if _, err := r.Backend.Configure(context.WithoutCancel(ctx), &pb.ConfigureRequest{
-		Model:        r.Spec.Proto(),
-		Optimizer:    &pb.OptimizerSpec{Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.AdamEps},
-		Precision:    &pb.Precision{ParamDtype: pb.DType_DTYPE_F32, ComputeDtype: compute},
-		Seed:         uint64(cfg.Seed),
-		MaxBatchSize: uint32(cfg.BatchSize),
-		MaxSeqLen:    uint32(cfg.BlockSize),
-	}); err != nil {
+	if _, err := r.Backend.Configure(context.WithoutCancel(ctx), ConfigureRequest(cfg, r.Spec, compute)); err != nil {
 		return nil, fmt.Errorf("configure backend: %w", err)
 	}
 

@@ -39,6 +39,7 @@ func newRootCmd() *cobra.Command {
 		newChatCmd(),
 		newServeCmd(),
 		newConformanceCmd(),
+		newBenchCmd(),
 		newExportCmd(),
 	)
 	return root

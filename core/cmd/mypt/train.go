@@ -39,12 +39,9 @@ again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
 			if datasetDir == "" || outDir == "" {
 				return errors.New("--dataset and --output are required")
 			}
-			cfg, ignored, err := config.Load(config.Sources{File: configFile, Environ: os.Environ(), Flags: cmd.Flags()})
+			cfg, err := loadConfig(cmd.Flags(), configFile)
 			if err != nil {
 				return err
-			}
-			for _, key := range ignored {
-				slog.Debug("config key accepted and ignored", "key", key)
 			}
 			ds, err := dataset.Open(datasetDir)
 			if err != nil {
@@ -120,24 +117,45 @@ again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
 	return cmd
 }
 
+// loadConfig loads mypt's defaults < the config file < MYPT_<KEY> environment
+// variables < the flags the user set, as mypt train and mypt bench do.
+func loadConfig(flags *pflag.FlagSet, file string) (config.Config, error) {
+	cfg, ignored, err := config.Load(config.Sources{File: file, Environ: os.Environ(), Flags: flags})
+	if err != nil {
+		return cfg, err
+	}
+	for _, key := range ignored {
+		slog.Debug("config key accepted and ignored", "key", key)
+	}
+	return cfg, nil
+}
+
 // addConfigFlags adds a flag per training-relevant config key; only flags
 // the user sets override the config.
 func addConfigFlags(f *pflag.FlagSet) {
 	d := config.Default()
-	f.Float64("learning_rate", d.LearningRate, "peak learning rate")
+	addStepConfigFlags(f)
 	f.Int("max_iters", d.MaxIters, "optimizer steps")
 	f.Int("eval_interval", d.EvalInterval, "steps between evals")
 	f.Int("eval_iters", d.EvalIters, "val batches per eval (at most one pass over val)")
 	f.Int("save_every", d.SaveEvery, "steps between checkpoints (0: at every eval)")
 	f.Float64("warmup_iters", d.WarmupIters, "warmup: a fraction of max_iters below 1, else steps")
+	f.Int("early_stopping_patience", d.EarlyStopPatience, "stop after this many evals without a better val loss (0: off)")
+	f.String("loss_normalization", d.LossNormalization, "global (per supervised token of the accumulated batch) or mypt (mean of micro-batch means)")
+}
+
+// addStepConfigFlags adds the config keys that shape one optimizer step
+// (batch, accumulation, optimizer, dropout, seed, precision): what both
+// mypt train and mypt bench take.
+func addStepConfigFlags(f *pflag.FlagSet) {
+	d := config.Default()
+	f.Float64("learning_rate", d.LearningRate, "peak learning rate")
 	f.Float64("grad_clip", d.GradClip, "clip the global gradient norm (0: off)")
 	f.Float64("weight_decay", d.WeightDecay, "AdamW decoupled weight decay")
 	f.Int("grad_accum_steps", d.GradAccumSteps, "micro-batches per optimizer step")
 	f.Int("batch_size", d.BatchSize, "rows per micro-batch")
 	f.Float64("dropout", d.Dropout, "dropout probability")
 	f.Int64("seed", d.Seed, "seed for initialisation and dropout")
-	f.Int("early_stopping_patience", d.EarlyStopPatience, "stop after this many evals without a better val loss (0: off)")
-	f.String("loss_normalization", d.LossNormalization, "global (per supervised token of the accumulated batch) or mypt (mean of micro-batch means)")
 	f.String("precision", d.Precision, "compute dtype: auto (bf16 on an accelerator backend that declares it, else fp32), fp32 or bf16")
 }
 
