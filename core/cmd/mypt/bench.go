@@ -12,8 +12,6 @@ import (
 
 	"github.com/mypt/mypt/core/bench"
 	"github.com/mypt/mypt/core/config"
-	"github.com/mypt/mypt/core/discovery"
-	"github.com/mypt/mypt/sdk"
 )
 
 func newBenchCmd() *cobra.Command {
@@ -49,11 +47,7 @@ command. --json prints one JSON object instead of the text.`,
 			if err != nil {
 				return err
 			}
-			path, err := discovery.FromEnvironment().Resolve(backend)
-			if err != nil {
-				return err
-			}
-			client, err := sdk.Start(cmd.Context(), path, sdk.StartOptions{Logger: slog.Default()})
+			client, err := startBackend(cmd.Context(), backend, slog.Default())
 			if err != nil {
 				return err
 			}

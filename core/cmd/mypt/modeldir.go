@@ -48,6 +48,15 @@ type loadedModel struct {
 // Close stops the plugin and removes any temporary import.
 func (m *loadedModel) Close() { m.close() }
 
+// startBackend finds the plugin of the named backend (core/discovery) and starts it.
+func startBackend(ctx context.Context, backend string, log *slog.Logger) (*sdk.Client, error) {
+	path, err := discovery.FromEnvironment().Resolve(backend)
+	if err != nil {
+		return nil, err
+	}
+	return sdk.Start(ctx, path, sdk.StartOptions{Logger: log})
+}
+
 // loadModel resolves modelDir (see checkpointDir), starts the backend plugin
 // and loads the checkpoint into it.
 func loadModel(ctx context.Context, modelDir, backend string, log *slog.Logger) (*loadedModel, error) {
@@ -55,12 +64,7 @@ func loadModel(ctx context.Context, modelDir, backend string, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	path, err := discovery.FromEnvironment().Resolve(backend)
-	if err != nil {
-		cleanup()
-		return nil, err
-	}
-	client, err := sdk.Start(ctx, path, sdk.StartOptions{Logger: log})
+	client, err := startBackend(ctx, backend, log)
 	if err != nil {
 		cleanup()
 		return nil, err
@@ -71,7 +75,7 @@ func loadModel(ctx context.Context, modelDir, backend string, log *slog.Logger) 
 		cleanup()
 		return nil, err
 	}
-	log.Debug("loaded", "checkpoint", m.Dir, "backend", path)
+	log.Debug("loaded", "checkpoint", m.Dir, "backend", backend)
 	return &loadedModel{Model: m, Backend: client, close: func() { client.Close(); cleanup() }}, nil
 }
 

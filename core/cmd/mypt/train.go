@@ -12,11 +12,9 @@ import (
 
 	"github.com/mypt/mypt/core/config"
 	"github.com/mypt/mypt/core/dataset"
-	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/core/model"
 	"github.com/mypt/mypt/core/tokenizer"
 	"github.com/mypt/mypt/core/train"
-	"github.com/mypt/mypt/sdk"
 )
 
 func newTrainCmd() *cobra.Command {
@@ -64,11 +62,7 @@ again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
 				defer cleanup()
 				initFrom = dir
 			}
-			path, err := discovery.FromEnvironment().Resolve(backend)
-			if err != nil {
-				return err
-			}
-			client, err := sdk.Start(cmd.Context(), path, sdk.StartOptions{Logger: slog.Default()})
+			client, err := startBackend(cmd.Context(), backend, slog.Default())
 			if err != nil {
 				return err
 			}
