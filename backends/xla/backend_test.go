@@ -280,3 +280,41 @@ func TestZeroWeightsNoNaN(t *testing.T) {
 		t.Errorf("loss_sum %v weight_sum %v", fb.LossSum, fb.WeightSum)
 	}
 }
+
+// TestSlicePathForward covers, as far as simplego allows, the code PJRT engines run instead of
+// the one-hot picks: with noPad cleared (simplego has Slice but not Pad, the gradient of
+// Slice), the forward programs take the qkv and RoPE pieces with Slice, and their logits must
+// equal the one-hot path's. Gradients and Decode's DynamicUpdateSlice need ops simplego lacks;
+// conformance on a PJRT engine covers those.
+func TestSlicePathForward(t *testing.T) {
+	ctx := context.Background()
+	for _, g := range goldentest.Cases(t) {
+		if g.Case != "gpt2_untied_bias" && g.Case != "llama_untied_bias_packed" {
+			continue
+		}
+		t.Run(g.Case, func(t *testing.T) {
+			logits := func(slices bool) (eval, prefill []float32) {
+				b := New(Options{})
+				x := sdktesting.Connect(t, b)
+				randomSetup(t, x, g, 11, 0)
+				if slices {
+					b.session.net.noPad = false // before the first call compiles the programs
+				}
+				bt := randomBatch(g, 2, 9, 12)
+				ev, err := x.Evaluate(ctx, &pb.EvaluateRequest{Batch: bt, ReturnLogits: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				pf, err := x.Prefill(ctx, &pb.PrefillRequest{Tokens: bt.Tokens[:6], Capacity: 9, AllLogits: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ev.Logits, pf.Logits
+			}
+			oneHotEval, oneHotPrefill := logits(false)
+			sliceEval, slicePrefill := logits(true)
+			goldentest.AssertClose(t, "evaluate logits", sliceEval, oneHotEval, 1e-6, 1e-5)
+			goldentest.AssertClose(t, "prefill logits", slicePrefill, oneHotPrefill, 1e-6, 1e-5)
+		})
+	}
+}
