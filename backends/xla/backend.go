@@ -110,18 +110,22 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 	if err != nil {
 		return nil, err
 	}
+	features := []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
+		pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
+		pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE}
+	if eng.deterministic {
+		features = append(features, pb.Feature_FEATURE_DETERMINISTIC)
+	}
 	return &pb.GetInfoResponse{
 		Name: "xla", Version: Version, ProtocolVersion: sdk.ProtocolVersion,
 		Devices: []*pb.Device{eng.device},
 		Capabilities: &pb.Capabilities{
-			PosEncodings:  []pb.PosEncoding{pb.PosEncoding_POS_ENCODING_LEARNED, pb.PosEncoding_POS_ENCODING_ROPE},
-			MlpTypes:      []pb.MLPType{pb.MLPType_MLP_TYPE_GELU, pb.MLPType_MLP_TYPE_SWIGLU},
-			NormTypes:     []pb.NormType{pb.NormType_NORM_TYPE_LAYERNORM, pb.NormType_NORM_TYPE_RMSNORM},
-			ParamDtypes:   []pb.DType{pb.DType_DTYPE_F32},
-			ComputeDtypes: eng.computeDTypes(),
-			Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
-				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
-				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE},
+			PosEncodings:       []pb.PosEncoding{pb.PosEncoding_POS_ENCODING_LEARNED, pb.PosEncoding_POS_ENCODING_ROPE},
+			MlpTypes:           []pb.MLPType{pb.MLPType_MLP_TYPE_GELU, pb.MLPType_MLP_TYPE_SWIGLU},
+			NormTypes:          []pb.NormType{pb.NormType_NORM_TYPE_LAYERNORM, pb.NormType_NORM_TYPE_RMSNORM},
+			ParamDtypes:        []pb.DType{pb.DType_DTYPE_F32},
+			ComputeDtypes:      eng.computeDTypes(),
+			Features:           features,
 			MaxStateChunkBytes: sdk.MaxChunkBytes,
 		},
 		Engine: eng.name,
@@ -151,15 +155,15 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	if compute == pb.DType_DTYPE_UNSPECIFIED {
 		compute = pb.DType_DTYPE_F32
 	}
-	if req.Deterministic {
-		return nil, sdk.Unimplemented("deterministic mode (FEATURE_DETERMINISTIC)")
-	}
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	eng, err := b.engineLocked()
 	if err != nil {
 		return nil, err
+	}
+	if req.Deterministic && !eng.deterministic {
+		return nil, sdk.Unimplemented("deterministic mode (FEATURE_DETERMINISTIC) on the " + eng.name + " engine")
 	}
 	if ok := eng.computeDTypes(); !slices.Contains(ok, compute) {
 		return nil, sdk.InvalidArgument("precision.compute_dtype", "the %s engine supports %v, got %v", eng.name, ok, compute)

@@ -22,6 +22,10 @@ type engine struct {
 	be     backends.Backend
 	name   string // "simplego" or "xla-pjrt <plugin path>"
 	device *pb.Device
+	// deterministic engines give bit-identical results for the same inputs: simplego running
+	// ops one at a time (each op's kernels split work the same way every run). XLA on a GPU
+	// makes no such promise by default.
+	deterministic bool
 }
 
 // computeDTypes are the Precision.compute_dtype values the engine runs: F32 always, BF16
@@ -52,7 +56,7 @@ func newEngine(pluginPath string) (*engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("starting the simplego engine: %w", err)
 		}
-		return &engine{be: be, name: "simplego",
+		return &engine{be: be, name: "simplego", deterministic: true,
 			device: &pb.Device{Kind: "cpu", Name: "simplego (pure Go, " + runtime.GOARCH + ")", Cores: uint32(runtime.GOMAXPROCS(0))}}, nil
 	}
 	abs, err := filepath.Abs(pluginPath)
