@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"sort"
@@ -96,7 +97,8 @@ func Default() Config {
 }
 
 // acceptedIgnored are MyPT keys that load without error but that mypt does
-// not act on; loading one logs why.
+// not act on, with the reason. Loading one of those in warnIgnored or
+// infoIgnored logs it at that level (mypt train); the rest only at debug.
 var acceptedIgnored = map[string]string{
 	"name":                      "metadata",
 	"description":               "metadata",
@@ -104,23 +106,51 @@ var acceptedIgnored = map[string]string{
 	"use_checkpoint":            "activation checkpointing is a backend matter",
 	"use_amp":                   "the precision key (auto | fp32 | bf16) chooses the compute dtype",
 	"amp_dtype":                 "the precision key (auto | fp32 | bf16) chooses the compute dtype",
-	"save_dtype":                "training checkpoints are fp32; export chooses the deploy dtype",
-	"eval_sets":                 "extra eval sets are not supported yet",
+	"save_dtype":                "training checkpoints are fp32; mypt export --dtype writes bf16/f16 copies",
+	"eval_sets":                 "extra eval sets are not supported yet: only the dataset's val split is evaluated",
 	"eval_seed":                 "evals draw from a fixed val order, no reseeding needed",
 	"log_file":                  "metrics go to <output>/metrics.jsonl",
-	"terminal_log_file":         "redirect the terminal instead",
-	"freeze_layers":             "layer freezing is not supported yet",
-	"freeze_embeddings":         "layer freezing is not supported yet",
-	"curriculum":                "curricula are not supported yet",
-	"gold_selection":            "the best checkpoint is kept by val loss",
+	"terminal_log_file":         "redirect the terminal instead (2>&1 | tee FILE)",
+	"freeze_layers":             "layer freezing is not supported yet: every layer is trained",
+	"freeze_embeddings":         "layer freezing is not supported yet: the embeddings are trained",
+	"curriculum":                "curricula are not supported yet: only --dataset is trained on",
+	"gold_selection":            "the best checkpoint (<output>/best) is kept by val loss, MyPT's default strategy",
 	"token_accuracy_saturation": "masked-token accuracy is logged; no saturation flags",
 }
+
+// warnIgnored are the ignored keys that change what is trained or
+// evaluated; infoIgnored those that change what is written where.
+var (
+	warnIgnored = map[string]bool{"freeze_layers": true, "freeze_embeddings": true, "curriculum": true, "eval_sets": true}
+	infoIgnored = map[string]bool{"gold_selection": true, "token_accuracy_saturation": true, "log_file": true,
+		"terminal_log_file": true, "save_dtype": true}
+)
 
 // IsIgnoredKey reports whether a key is accepted and ignored (MyPT's
 // comment_* keys, metadata, features mypt does not have).
 func IsIgnoredKey(key string) bool {
 	_, ok := acceptedIgnored[key]
 	return ok || strings.HasPrefix(key, "comment_")
+}
+
+// IgnoredKey says why an accepted-and-ignored key is ignored and at which
+// level loading it should be logged: warn when mypt trains or evaluates
+// differently than the key asks, info when it writes elsewhere, debug for
+// metadata and settings a backend decides.
+func IgnoredKey(key string) (reason string, level slog.Level) {
+	reason, ok := acceptedIgnored[key]
+	if !ok {
+		reason = "comment"
+	}
+	switch {
+	case warnIgnored[key]:
+		level = slog.LevelWarn
+	case infoIgnored[key]:
+		level = slog.LevelInfo
+	default:
+		level = slog.LevelDebug
+	}
+	return reason, level
 }
 
 // Keys returns every configuration key mypt acts on, sorted.

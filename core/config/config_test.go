@@ -1,6 +1,7 @@
 package config
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,5 +117,29 @@ func TestShippedPresetsLoad(t *testing.T) {
 		if _, _, err := Load(Sources{File: f}); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+// TestIgnoredKeysSayWhy checks that every accepted-and-ignored MyPT key has
+// a reason, and that the ones that change what is trained are warnings.
+func TestIgnoredKeysSayWhy(t *testing.T) {
+	for key := range acceptedIgnored {
+		if reason, _ := IgnoredKey(key); reason == "" {
+			t.Errorf("%s: no reason", key)
+		}
+	}
+	for key, want := range map[string]slog.Level{
+		"freeze_layers": slog.LevelWarn, "curriculum": slog.LevelWarn, "eval_sets": slog.LevelWarn,
+		"log_file": slog.LevelInfo, "save_dtype": slog.LevelInfo,
+		"use_amp": slog.LevelDebug, "name": slog.LevelDebug, "comment_note": slog.LevelDebug,
+	} {
+		if _, got := IgnoredKey(key); got != want {
+			t.Errorf("%s: level %v, want %v", key, got, want)
+		}
+	}
+	p := writeConfig(t, `{"freeze_layers": 4, "curriculum": {"phases": []}, "n_layer": 6}`)
+	_, ignored, err := Load(Sources{File: p})
+	if err != nil || strings.Join(ignored, ",") != "curriculum,freeze_layers" {
+		t.Fatalf("ignored = %v, err %v", ignored, err)
 	}
 }

@@ -95,10 +95,11 @@ Type /clear to forget the conversation and /exit (or Ctrl-D) to leave.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&modelDir, "model", "", "checkpoint or run directory")
+	f.StringVar(&modelDir, "model", "", "checkpoint or run directory, a MyPT checkpoint, or a name under checkpoints/ (alias --model_name)")
 	f.StringVar(&system, "system", "", "system prompt (default: MyPT's \"You are MyPT.\")")
 	f.IntVar(&maxNew, "max_new_tokens", 0, "tokens per reply at most (0: min(256, block_size/2))")
 	addSamplingFlags(f, &p, &preset, &seed, generate.Params{Temperature: 0.7, TopK: 50, TopP: 0.9, RepetitionPenalty: 1.1})
 	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME or a path")
+	f.SetNormalizeFunc(modelNameAlias)
 	return cmd
 }

@@ -15,9 +15,10 @@ import (
 func newGenerateCmd() *cobra.Command {
 	var (
 		modelDir, prompt, preset, backend, system, user string
+		mode                                            string
 		maxNew                                          int
 		seed                                            uint64
-		chat                                            bool
+		chat, showInfo                                  bool
 		p                                               generate.Params
 	)
 	cmd := &cobra.Command{
@@ -41,6 +42,15 @@ serialization. Generation stops at </myPT_assistant> or <myPT_eot>.`,
 			} else if prompt == "" {
 				return errors.New("give --prompt TEXT, or --chat --user TEXT")
 			}
+			switch mode {
+			case "", "basic":
+			case "qa":
+				preset = "factual" // MyPT's generate_qa is generate_factual
+			case "creative", "factual", "code":
+				preset = mode // MyPT's modes use their presets' values, over the flags
+			default:
+				return fmt.Errorf("--mode %q: want basic, qa, creative, factual or code", mode)
+			}
 			p, err := samplingParams(preset, p)
 			if err != nil {
 				return err
@@ -50,6 +60,13 @@ serialization. Generation stops at </myPT_assistant> or <myPT_eot>.`,
 				return err
 			}
 			defer m.Close()
+			if showInfo {
+				c := m.Config
+				total, _ := m.Spec.NumParams()
+				fmt.Fprintf(cmd.ErrOrStderr(), "model %s: %d params, n_layer %d, n_head %d, n_embd %d, block_size %d, vocab_size %d, %s/%s/%s; sampling temperature %g, top_k %d, top_p %g, repetition_penalty %g\n",
+					m.Dir, total, c.NLayer, c.NHead, c.NEmbd, c.BlockSize, c.VocabSize, c.PosEncoding, c.MLPType, c.NormType,
+					p.Temperature, p.TopK, p.TopP, p.RepetitionPenalty)
+			}
 			ids, err := m.Tokenizer.Encode(prompt)
 			if err != nil {
 				return fmt.Errorf("encode prompt: %w", err)
@@ -76,13 +93,16 @@ serialization. Generation stops at </myPT_assistant> or <myPT_eot>.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&modelDir, "model", "", "checkpoint or run directory")
-	f.StringVar(&prompt, "prompt", "", "prompt text, used as written")
+	f.StringVar(&modelDir, "model", "", "checkpoint or run directory, a MyPT checkpoint, or a name under checkpoints/ (alias --model_name)")
+	f.StringVar(&prompt, "prompt", "", "prompt text, used as written (no escape decoding, unlike MyPT)")
+	f.StringVar(&mode, "mode", "", "MyPT's generation mode: basic (the sampling flags), qa or factual, creative, code (that preset's values, over the flags and --preset)")
+	f.BoolVar(&showInfo, "show_info", false, "print the model's size and architecture and the sampling settings to stderr")
 	f.BoolVar(&chat, "chat", false, "build the prompt from --system and --user with the training serialization")
 	f.StringVar(&system, "system", "", "system prompt for --chat (default: MyPT's \"You are MyPT.\")")
 	f.StringVar(&user, "user", "", "user message for --chat")
 	f.IntVar(&maxNew, "max_new_tokens", 100, "tokens to generate at most")
 	addSamplingFlags(f, &p, &preset, &seed, generate.Params{Temperature: 0.8, TopK: 50, TopP: 0.95, RepetitionPenalty: 1.1})
 	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME or a path")
+	f.SetNormalizeFunc(modelNameAlias)
 	return cmd
 }

@@ -18,8 +18,13 @@ import (
 // checkpointDir turns a --model argument into one of our checkpoint
 // directories: a checkpoint or run directory as it is, or a MyPT checkpoint
 // (model.pt + config.json) converted into a temporary directory that cleanup
-// removes.
+// removes. A bare name that exists only under checkpoints/ means that
+// directory, as MyPT's --model_name and --init_from_model do.
 func checkpointDir(modelDir string, log *slog.Logger) (dir string, cleanup func(), err error) {
+	if alt := myptName(modelDir); alt != modelDir {
+		log.Info("using MyPT's checkpoint directory", "model", modelDir, "dir", alt)
+		modelDir = alt
+	}
 	if !myptckpt.IsMyPTCheckpoint(modelDir) {
 		dir, err := generate.ResolveCheckpoint(modelDir)
 		return dir, func() {}, err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,6 +51,9 @@ tokenization is allowed there.`,
 			}
 			if o.Input == "" {
 				return fmt.Errorf("prepare: --input (or --text) is required")
+			}
+			if err := inputIsFile(o.Input); err != nil {
+				return err
 			}
 			res, err := prepare.Run(cmd.Context(), o)
 			if err != nil {
@@ -113,7 +117,7 @@ tokenization is allowed there.`,
 	f.BoolVar(&o.SkipInvalid, "skip_invalid", false, "alias of --skip-invalid")
 	f.BoolVar(&o.AllowOverlap, "allow_overlap", false, "with --val_file, warn instead of failing on train/val payload or template overlap")
 	f.IntVar(&o.Workers, "workers", 0, "tokenization goroutines (default: all CPUs)")
-	f.BoolP("verbose", "v", false, "accepted for MyPT compatibility")
+	f.BoolP("verbose", "v", false, "accepted for MyPT compatibility (mypt prints the same summary either way)")
 	f.MarkHidden("skip_invalid")
 	cmd.PreRun = func(*cobra.Command, []string) {
 		if *noShuffle {
@@ -121,4 +125,24 @@ tokenization is allowed there.`,
 		}
 	}
 	return cmd
+}
+
+// inputIsFile refuses a directory as --input (MyPT's README shows one, but
+// prepare_chat_sft.py reads a single JSONL file too), naming the JSONL files
+// inside it.
+func inputIsFile(input string) error {
+	st, err := os.Stat(input)
+	if err != nil || !st.IsDir() {
+		return nil // prepare.Run reports a missing file
+	}
+	files, _ := filepath.Glob(filepath.Join(input, "*.jsonl"))
+	switch len(files) {
+	case 0:
+		return fmt.Errorf("prepare: --input %s is a directory with no .jsonl file; give one JSONL file (as MyPT's prepare_chat_sft.py needs too)", input)
+	case 1:
+		return fmt.Errorf("prepare: --input %s is a directory; give the JSONL file itself (as MyPT's prepare_chat_sft.py needs too): --input %s", input, files[0])
+	default:
+		return fmt.Errorf("prepare: --input %s is a directory; give one JSONL file (as MyPT's prepare_chat_sft.py needs too), e.g. --input %s, or concatenate them: cat %s/*.jsonl > all.jsonl",
+			input, files[0], input)
+	}
 }

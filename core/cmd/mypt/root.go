@@ -28,6 +28,7 @@ func newRootCmd() *cobra.Command {
 	if defaultLevel == "" {
 		defaultLevel = "info"
 	}
+	root.SetFlagErrorFunc(flagError)
 	root.PersistentFlags().StringVar(&logLevel, "log-level", defaultLevel, "log level: debug, info, warn, error (env MYPT_LOG_LEVEL)")
 	root.AddCommand(
 		newDemoDataCmd(),

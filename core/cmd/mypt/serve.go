@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,8 @@ import (
 func newServeCmd() *cobra.Command {
 	var (
 		root, addr, backend, authFile, password string
+		host                                    string
+		port                                    int
 		secure                                  bool
 	)
 	cmd := &cobra.Command{
@@ -36,7 +39,16 @@ token is printed once. Only its bcrypt hash is kept, in --auth-file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if root == "" {
-				return errors.New("--models-root is required")
+				// MyPT's webapp lists ./checkpoints.
+				if st, err := os.Stat("checkpoints"); err != nil || !st.IsDir() {
+					return errors.New("--models-root is required (MyPT's webapp lists ./checkpoints, which does not exist here)")
+				}
+				root = "checkpoints"
+				slog.Info("no --models-root: serving ./checkpoints as MyPT's webapp does")
+			}
+			addr, err := withHostPort(addr, host, port)
+			if err != nil {
+				return err
 			}
 			host, _, err := net.SplitHostPort(addr)
 			if err != nil {
@@ -90,13 +102,34 @@ token is printed once. Only its bcrypt hash is kept, in --auth-file.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&root, "models-root", "", "directory with checkpoints and run directories")
+	f.StringVar(&root, "models-root", "", "directory with checkpoints and run directories (default: ./checkpoints if it exists, as MyPT's webapp)")
 	f.StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
+	f.StringVar(&host, "host", "", "MyPT webapp's --host: replaces the host of --addr")
+	f.IntVar(&port, "port", 0, "MyPT webapp's --port: replaces the port of --addr")
 	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME or a path (one process per loaded model)")
 	f.StringVar(&authFile, "auth-file", "", "where the login's bcrypt hash is kept (default: USER_CONFIG_DIR/mypt/serve-auth.json)")
 	f.StringVar(&password, "password", "", "set the login password (8 to 72 bytes; replaces a stored one)")
 	f.BoolVar(&secure, "secure-cookies", false, "mark cookies Secure (when served through a TLS proxy)")
 	return cmd
+}
+
+// withHostPort replaces the host and/or port of addr with MyPT's --host and
+// --port when they are given.
+func withHostPort(addr, host string, port int) (string, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("--addr %q: %w", addr, err)
+	}
+	if host != "" {
+		h = host
+	}
+	if port != 0 {
+		if port < 1 || port > 65535 {
+			return "", fmt.Errorf("--port %d: want 1 to 65535", port)
+		}
+		p = strconv.Itoa(port)
+	}
+	return net.JoinHostPort(h, p), nil
 }
 
 // isLoopback reports whether host only accepts local connections.

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +15,7 @@ import (
 	"github.com/mypt/mypt/core/config"
 	"github.com/mypt/mypt/core/dataset"
 	"github.com/mypt/mypt/core/model"
+	"github.com/mypt/mypt/core/myptckpt"
 	"github.com/mypt/mypt/core/tokenizer"
 	"github.com/mypt/mypt/core/train"
 )
@@ -20,6 +23,7 @@ import (
 func newTrainCmd() *cobra.Command {
 	var (
 		configFile, datasetDir, outDir, initFrom, backend string
+		modelName                                         string
 		stopAfter                                         int
 		noProgress                                        bool
 	)
@@ -34,8 +38,17 @@ The output directory holds latest/ (resumed from when the same command runs
 again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if modelName != "" {
+				if outDir != "" {
+					return errors.New("give --output RUN or MyPT's --model_name NAME (= --output checkpoints/NAME), not both")
+				}
+				outDir = filepath.Join("checkpoints", modelName)
+			}
 			if datasetDir == "" || outDir == "" {
-				return errors.New("--dataset and --output are required")
+				return errors.New("--dataset and --output are required (MyPT's --dataset_dir and --model_name NAME, = --output checkpoints/NAME, work too)")
+			}
+			if myptckpt.IsMyPTCheckpoint(outDir) {
+				return fmt.Errorf("%s holds a MyPT checkpoint (model.pt); mypt does not resume MyPT runs: start a new run from it with --model %s --output NEW_RUN", outDir, outDir)
 			}
 			cfg, err := loadConfig(cmd.Flags(), configFile)
 			if err != nil {
@@ -91,12 +104,14 @@ again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
 	f.StringVar(&configFile, "config", "", "JSON config file (MyPT's format)")
 	f.StringVar(&datasetDir, "dataset", "", "prepared dataset directory (mypt prepare or MyPT)")
 	f.StringVar(&outDir, "output", "", "run directory for checkpoints and metrics")
+	f.StringVar(&modelName, "model_name", "", "MyPT's run name: --model_name NAME is --output checkpoints/NAME")
 	f.StringVar(&initFrom, "model", "", "initialise parameters from a base model: a checkpoint or run directory, or a MyPT checkpoint (model.pt)")
 	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME (mypt-backend-NAME) or a path")
 	f.IntVar(&stopAfter, "stop-after", 0, "save and stop after this many steps in this invocation (0: run to max_iters)")
 	f.BoolVar(&noProgress, "no-progress", false, "do not draw the progress bar")
 	addConfigFlags(f)
-	// MyPT's spellings.
+	// MyPT's spellings (--init_from_model takes a path, or a name under
+	// checkpoints/ as in MyPT).
 	f.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		switch name {
 		case "config_file":
@@ -119,7 +134,8 @@ func loadConfig(flags *pflag.FlagSet, file string) (config.Config, error) {
 		return cfg, err
 	}
 	for _, key := range ignored {
-		slog.Debug("config key accepted and ignored", "key", key)
+		reason, level := config.IgnoredKey(key)
+		slog.Log(context.Background(), level, "config key accepted and ignored", "key", key, "why", reason)
 	}
 	return cfg, nil
 }
