@@ -20,10 +20,12 @@ import (
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gopjrt/dtypes"
 
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/modelspec"
 	"github.com/mypt/mypt/sdk/paramstate"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
@@ -59,8 +61,8 @@ type Backend struct {
 
 // session is everything one Configure builds.
 type session struct {
-	a      arch
-	lay    *layout
+	a      modelspec.Arch
+	lay    *modelspec.Layout
 	net    *net
 	prog   *programs
 	beta1  float64
@@ -134,11 +136,11 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 
 // Configure builds the model, its programs and zeroed state, discarding any previous session.
 func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
-	a, err := archFromSpec(req.GetModel())
+	a, err := modelspec.Validate(req.GetModel())
 	if err != nil {
 		return nil, err
 	}
-	lay, err := layoutFromSpec(a, req.GetModel().GetParams())
+	lay, err := modelspec.NewLayout(a, req.GetModel().GetParams())
 	if err != nil {
 		return nil, err
 	}
@@ -181,13 +183,26 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	}
 	s := &session{a: a, lay: lay, net: n, prog: prog, beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps}
 	for r := range s.state {
-		s.state[r] = make([]*tensors.Tensor, len(lay.slots))
-		for i, sl := range lay.slots {
-			s.state[r][i] = tensors.FromFlatDataAndDimensions(make([]float32, sl.n), toInts(sl.shape)...)
+		s.state[r] = make([]*tensors.Tensor, len(lay.Params))
+		for i, p := range lay.Params {
+			s.state[r][i] = zeros(p)
 		}
 	}
 	b.session = s
-	return &pb.ConfigureResponse{ParameterCount: uint64(lay.total), MemoryBytes: uint64(4 * 4 * lay.total)}, nil
+	return &pb.ConfigureResponse{ParameterCount: uint64(lay.Total), MemoryBytes: uint64(4 * 4 * lay.Total)}, nil
+}
+
+// zeros is a new zero-filled host tensor of p's shape.
+func zeros(p modelspec.Param) *tensors.Tensor {
+	return tensors.FromShape(shapes.Make(dtypes.Float32, toInts(p.Shape)...))
+}
+
+func toInts(s []int64) []int {
+	out := make([]int, len(s))
+	for i, v := range s {
+		out[i] = int(v)
+	}
+	return out
 }
 
 func (s *session) close() {
@@ -256,7 +271,7 @@ func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateRe
 	if h := r.Header(); h != nil {
 		s.steps = h.OptimizerSteps
 	}
-	count, err := paramstate.Receive(r, s.lay.spec, s)
+	count, err := paramstate.Receive(r, s.lay, s)
 	if err != nil {
 		return nil, err
 	}
@@ -265,9 +280,9 @@ func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateRe
 }
 
 func (s *session) zeroGrads() {
-	for i, sl := range s.lay.slots {
+	for i, p := range s.lay.Params {
 		old := s.state[roleGrad][i]
-		s.state[roleGrad][i] = tensors.FromFlatDataAndDimensions(make([]float32, sl.n), toInts(sl.shape)...)
+		s.state[roleGrad][i] = zeros(p)
 		_ = old.FinalizeAll()
 	}
 }
@@ -279,36 +294,17 @@ func (b *Backend) GetState(_ context.Context, req *pb.GetStateRequest, w sdk.Sta
 		return err
 	}
 	defer b.mu.Unlock()
-	return paramstate.Send(req, w, s.lay.spec, s.steps, s)
+	return paramstate.Send(req, w, s.lay, s.steps, s)
 }
 
-// hostF32 copies a float32 tensor to the host.
-func hostF32(t *tensors.Tensor) (out []float32, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
-		}
-	}()
-	return tensors.MustCopyFlatData[float32](t), nil
-}
-
-func hostI32(t *tensors.Tensor) (out []int32, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
-		}
-	}()
-	return tensors.MustCopyFlatData[int32](t), nil
-}
-
-// validate checks a batch the way backends/cpu does (sdk.ValidateBatch plus the
-// FEATURE_PACKED_SEGMENTS length rule).
-func (s *session) validate(bt *pb.Batch) error {
-	return sdk.ValidateBatch("batch", bt, s.a.V, s.a.block)
+// hostCopy copies a tensor's values to the host.
+func hostCopy[T dtypes.Supported](t *tensors.Tensor) (out []T, err error) {
+	err = tensors.ConstFlatData(t, func(flat []T) { out = slices.Clone(flat) })
+	return out, err
 }
 
 // targetsFor returns the targets with ignored (weight 0) entries replaced by 0, so
-// out-of-range ids there cannot reach the one-hot.
+// out-of-range ids there cannot reach the gather of the target logit.
 func targetsFor(bt *pb.Batch) []int32 {
 	tg := slices.Clone(bt.Targets)
 	for i, w := range bt.LossWeights {
@@ -319,19 +315,13 @@ func targetsFor(bt *pb.Batch) []int32 {
 	return tg
 }
 
-func (s *session) paramArgs() []any {
-	args := make([]any, 0, len(s.lay.slots))
-	for _, t := range s.state[roleParam] {
-		args = append(args, t)
+// stateArgs are the state tensors of roles, role after role, as program arguments.
+func (s *session) stateArgs(roles ...int) []any {
+	args := make([]any, 0, len(roles)*len(s.lay.Params))
+	for _, r := range roles {
+		args = appendArgs(args, s.state[r]...)
 	}
 	return args
-}
-
-func segsOf(bt *pb.Batch) []int32 {
-	if len(bt.SegmentIds) == 0 {
-		return nil
-	}
-	return bt.SegmentIds
 }
 
 // ForwardBackward runs one training micro-batch and accumulates grad_scale·∂loss_sum/∂θ.
@@ -342,47 +332,34 @@ func (b *Backend) ForwardBackward(_ context.Context, req *pb.ForwardBackwardRequ
 	}
 	defer b.mu.Unlock()
 	bt := req.GetBatch()
-	if err := s.validate(bt); err != nil {
+	if err := sdk.ValidateBatch("batch", bt, s.a.VocabSize, s.a.BlockSize); err != nil {
 		return nil, err
 	}
 	if g := float64(req.GradScale); math.IsNaN(g) || math.IsInf(g, 0) {
 		return nil, sdk.InvalidArgument("grad_scale", "must be finite, got %v", req.GradScale)
 	}
 	B, T := int(bt.BatchSize), int(bt.SeqLen)
-	hi := batchInputs(s.a, B, T, segsOf(bt))
-	defer hi.finish()
-	args := s.paramArgs()
-	for _, t := range s.state[roleGrad] {
-		args = append(args, t)
-	}
-	args = append(args,
-		tensors.FromFlatDataAndDimensions(slices.Clone(bt.Tokens), B, T),
+	in := []*tensors.Tensor{
+		tensors.FromFlatDataAndDimensions(bt.Tokens, B, T),
 		tensors.FromFlatDataAndDimensions(targetsFor(bt), B, T),
-		tensors.FromFlatDataAndDimensions(slices.Clone(bt.LossWeights), B, T),
-		tensors.FromScalar(req.GradScale))
-	for _, p := range hi.pos {
-		args = append(args, p)
-	}
-	args = append(args, hi.bias)
+		tensors.FromFlatDataAndDimensions(bt.LossWeights, B, T),
+		tensors.FromScalar(req.GradScale)}
+	in = append(in, s.prog.batchInputs(B, T, bt.SegmentIds)...)
 	if s.prog.random {
 		rng, err := rngState(req.DropoutSeed)
 		if err != nil {
+			freeAll(in)
 			return nil, err
 		}
-		args = append(args, rng)
+		in = append(in, rng)
 	}
-	out, err := run(s.prog.train, args)
+	defer freeAll(in)
+	ce, grads, err := runAndRead(s.prog.train, appendArgs(s.stateArgs(roleParam, roleGrad), in...), "forward_backward loss")
 	if err != nil {
 		return nil, err
 	}
-	ce, err := hostF32(out[0])
-	_ = out[0].FinalizeAll()
-	if err != nil {
-		freeAll(out[1:])
-		return nil, fmt.Errorf("forward_backward loss: %w", err)
-	}
 	freeAll(s.state[roleGrad])
-	copy(s.state[roleGrad], out[1:])
+	copy(s.state[roleGrad], grads)
 	lossSum, weightSum := weighted(ce, bt.LossWeights)
 	return &pb.ForwardBackwardResponse{LossSum: lossSum, WeightSum: weightSum, Tokens: uint64(B * T)}, nil
 }
@@ -423,28 +400,15 @@ func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest)
 	if math.IsInf(clip, 1) {
 		clip = 0 // +Inf never clips
 	}
-	args := make([]any, 0, 4*len(s.lay.slots)+2)
-	for _, r := range []int{roleParam, roleGrad, roleM, roleV} {
-		for _, t := range s.state[r] {
-			args = append(args, t)
-		}
-	}
-	args = append(args, tensors.FromFlatDataAndDimensions(hyper, numHyper), tensors.FromScalar(clip))
-	out, err := run(s.prog.opt, args)
+	in := []*tensors.Tensor{tensors.FromFlatDataAndDimensions(hyper, numHyper), tensors.FromScalar(clip)}
+	defer freeAll(in)
+	out, err := run(s.prog.opt, appendArgs(s.stateArgs(roleParam, roleGrad, roleM, roleV), in...))
 	if err != nil {
 		return nil, err
 	}
-	np := len(s.lay.slots)
-	normT := out[4*np]
-	norm, err := func() (v float64, err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("%v", r)
-			}
-		}()
-		return tensors.ToScalar[float64](normT), nil
-	}()
-	_ = normT.FinalizeAll()
+	np := len(s.lay.Params)
+	norm, err := hostCopy[float64](out[4*np])
+	_ = out[4*np].FinalizeAll()
 	if err != nil {
 		freeAll(out[:4*np])
 		return nil, fmt.Errorf("optimizer_step norm: %w", err)
@@ -454,7 +418,7 @@ func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest)
 		copy(s.state[r], out[k*np:(k+1)*np])
 	}
 	s.steps = steps
-	return &pb.OptimizerStepResponse{GradNorm: norm, OptimizerSteps: s.steps}, nil
+	return &pb.OptimizerStepResponse{GradNorm: norm[0], OptimizerSteps: s.steps}, nil
 }
 
 // Evaluate runs one batch without dropout or gradients.
@@ -465,33 +429,29 @@ func (b *Backend) Evaluate(_ context.Context, req *pb.EvaluateRequest) (*pb.Eval
 	}
 	defer b.mu.Unlock()
 	bt := req.GetBatch()
-	if err := s.validate(bt); err != nil {
+	if err := sdk.ValidateBatch("batch", bt, s.a.VocabSize, s.a.BlockSize); err != nil {
 		return nil, err
 	}
 	B, T := int(bt.BatchSize), int(bt.SeqLen)
-	hi := batchInputs(s.a, B, T, segsOf(bt))
-	defer hi.finish()
-	args := append(s.paramArgs(),
-		tensors.FromFlatDataAndDimensions(slices.Clone(bt.Tokens), B, T),
-		tensors.FromFlatDataAndDimensions(targetsFor(bt), B, T))
-	for _, p := range hi.pos {
-		args = append(args, p)
-	}
-	args = append(args, hi.bias)
+	in := []*tensors.Tensor{
+		tensors.FromFlatDataAndDimensions(bt.Tokens, B, T),
+		tensors.FromFlatDataAndDimensions(targetsFor(bt), B, T)}
+	in = append(in, s.prog.batchInputs(B, T, bt.SegmentIds)...)
+	defer freeAll(in)
 	e := s.prog.eval
 	if req.ReturnLogits {
 		e = s.prog.evalLog
 	}
-	out, err := run(e, args)
+	out, err := run(e, appendArgs(s.stateArgs(roleParam), in...))
 	if err != nil {
 		return nil, err
 	}
 	defer freeAll(out)
-	ce, err := hostF32(out[0])
+	ce, err := hostCopy[float32](out[0])
 	if err != nil {
 		return nil, fmt.Errorf("evaluate loss: %w", err)
 	}
-	am, err := hostI32(out[1])
+	am, err := hostCopy[int32](out[1])
 	if err != nil {
 		return nil, fmt.Errorf("evaluate argmax: %w", err)
 	}
@@ -506,7 +466,7 @@ func (b *Backend) Evaluate(_ context.Context, req *pb.EvaluateRequest) (*pb.Eval
 		}
 	}
 	if req.ReturnLogits {
-		if resp.Logits, err = hostF32(out[2]); err != nil {
+		if resp.Logits, err = hostCopy[float32](out[2]); err != nil {
 			return nil, fmt.Errorf("evaluate logits: %w", err)
 		}
 	}

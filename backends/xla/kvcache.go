@@ -3,7 +3,6 @@ package xla
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -38,40 +37,28 @@ func (b *Backend) Prefill(_ context.Context, req *pb.PrefillRequest) (*pb.Prefil
 		return nil, err
 	}
 	defer b.mu.Unlock()
-	a := s.a
-	capacity, err := sdk.PrefillCapacity(req, a.block)
+	capacity, err := sdk.PrefillCapacity(req, s.a.BlockSize)
 	if err != nil {
 		return nil, err
 	}
 	P := len(req.Tokens)
-	if err := sdk.ValidateTokens("tokens", req.Tokens, a.V); err != nil {
+	if err := sdk.ValidateTokens("tokens", req.Tokens, s.a.VocabSize); err != nil {
 		return nil, err
 	}
 	e, err := s.prog.prefill(capacity)
 	if err != nil {
 		return nil, err
 	}
-	hi := batchInputs(a, 1, P, nil)
-	defer hi.finish()
-	args := append(s.paramArgs(), tensors.FromFlatDataAndDimensions(slices.Clone(req.Tokens), 1, P))
-	for _, p := range hi.pos {
-		args = append(args, p)
-	}
-	args = append(args, hi.bias)
-	out, err := run(e, args)
+	in := append([]*tensors.Tensor{tensors.FromFlatDataAndDimensions(req.Tokens, 1, P)}, s.prog.batchInputs(1, P, nil)...)
+	defer freeAll(in)
+	logits, kv, err := runAndRead(e, appendArgs(s.stateArgs(roleParam), in...), "prefill logits")
 	if err != nil {
 		return nil, err
 	}
-	logits, err := hostF32(out[0])
-	_ = out[0].FinalizeAll()
-	if err != nil {
-		freeAll(out[1:])
-		return nil, fmt.Errorf("prefill logits: %w", err)
-	}
 	if !req.AllLogits {
-		logits = logits[(P-1)*a.V:]
+		logits = logits[(P-1)*s.a.VocabSize:]
 	}
-	h := s.caches.Add(&kvCache{capacity: capacity, length: P, kv: out[1:]})
+	h := s.caches.Add(&kvCache{capacity: capacity, length: P, kv: kv})
 	return &pb.PrefillResponse{CacheHandle: h, Logits: logits}, nil
 }
 
@@ -82,12 +69,11 @@ func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeRe
 		return nil, err
 	}
 	defer b.mu.Unlock()
-	a := s.a
 	c, err := s.caches.Get(req.CacheHandle)
 	if err != nil {
 		return nil, err
 	}
-	if err := sdk.ValidateDecode(req, a.V, c.length, c.capacity); err != nil {
+	if err := sdk.ValidateDecode(req, s.a.VocabSize, c.length, c.capacity); err != nil {
 		return nil, err
 	}
 	at := c.length
@@ -95,27 +81,17 @@ func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeRe
 	for j := at + 1; j < c.capacity; j++ {
 		bias[j] = maskedScore
 	}
-	args := s.paramArgs()
-	for _, t := range c.kv {
-		args = append(args, t)
-	}
-	args = append(args, tensors.FromFlatDataAndDimensions([]int32{req.Token}, 1, 1))
-	for _, p := range positionTensors(a, []int32{int32(at)}, 1, 1) {
-		args = append(args, p)
-	}
-	args = append(args, tensors.FromFlatDataAndDimensions(bias, 1, 1, c.capacity), tensors.FromScalar(int32(at)))
-	out, err := run(s.prog.decode, args)
+	// decodeGraph's inputs after the parameters and the cache: token, positions…, bias, at.
+	in := []*tensors.Tensor{tensors.FromFlatDataAndDimensions([]int32{req.Token}, 1, 1)}
+	in = append(in, s.prog.positionTensors([]int32{int32(at)}, 1, 1)...)
+	in = append(in, tensors.FromFlatDataAndDimensions(bias, 1, 1, c.capacity), tensors.FromScalar(int32(at)))
+	defer freeAll(in)
+	logits, kv, err := runAndRead(s.prog.decode, appendArgs(appendArgs(s.stateArgs(roleParam), c.kv...), in...), "decode logits")
 	if err != nil {
 		return nil, err
 	}
-	logits, err := hostF32(out[0])
-	_ = out[0].FinalizeAll()
-	if err != nil {
-		freeAll(out[1:])
-		return nil, fmt.Errorf("decode logits: %w", err)
-	}
 	c.free()
-	c.kv = out[1:]
+	c.kv = kv
 	c.length++
 	return &pb.DecodeResponse{Logits: logits, Length: uint32(c.length)}, nil
 }

@@ -1,7 +1,6 @@
 package xla
 
 import (
-	"fmt"
 	"math"
 	"slices"
 
@@ -9,17 +8,19 @@ import (
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gopjrt/dtypes"
+
+	"github.com/mypt/mypt/sdk/modelspec"
 )
 
 // maskedScore is added to attention scores a query may not see: exp underflows to 0 while
 // the arithmetic stays finite (no -Inf − -Inf).
 const maskedScore = -1e30
 
-// net builds the transformer described by arch as GoMLX graph operations. Parameters are
-// graph inputs, in the layout's slot order.
+// net builds the transformer described by a as GoMLX graph operations. Parameters are
+// graph inputs, in the layout's order.
 type net struct {
-	a   arch
-	lay *layout
+	a   modelspec.Arch
+	lay *modelspec.Layout
 	// noPad is set on engines without the Pad op (simplego), which the gradient of Slice
 	// needs: pieces of an axis are then picked with one-hot masks instead of slices.
 	noPad bool
@@ -109,15 +110,13 @@ func (d *dropper) drop(x *Node) *Node {
 	return Mul(x, MulScalar(keep, 1/(1-d.dropout)))
 }
 
-// params maps parameter names to graph nodes.
-type params map[string]*Node
-
-func (n *net) paramMap(nodes []*Node) params {
-	p := make(params, len(nodes))
-	for i, s := range n.lay.slots {
-		p[s.name] = nodes[i]
-	}
-	return p
+// weights returns the parameter inputs (nodes, in the layout's order) by their role in the
+// network; a tensor the architecture does not have is nil.
+func (n *net) weights(nodes []*Node) modelspec.Weights[*Node] {
+	return modelspec.ViewWeights(n.a, n.lay, func(p modelspec.Param) *Node {
+		i, _ := n.lay.Index(p.Name)
+		return nodes[i]
+	})
 }
 
 // tail reshapes a 1-D vector to rank r ([1,…,1,C]) for broadcasting.
@@ -141,8 +140,8 @@ func (n *net) linear(x, w, b *Node) *Node {
 
 // norm is LayerNorm (biased variance, weight and bias) or RMSNorm over the last axis.
 func (n *net) norm(x, w, b *Node) *Node {
-	eps := n.a.eps
-	if n.a.layerNorm {
+	eps := n.a.NormEps
+	if n.a.LayerNorm {
 		mean := ReduceAndKeep(x, ReduceMean, -1)
 		xc := Sub(x, mean)
 		v := ReduceAndKeep(Square(xc), ReduceMean, -1)
@@ -175,28 +174,27 @@ func gelu(x *Node) *Node {
 // forward returns the logits [B,T,V] for tokens [B,T]. bias [B,T,S] is added to the
 // attention scores (0 where allowed, maskedScore elsewhere); S is T unless hook substitutes
 // a longer key sequence. d is nil outside training.
-func (n *net) forward(p params, tokens *Node, pi posInputs, bias *Node, hook kvHook, d *dropper) *Node {
+func (n *net) forward(w modelspec.Weights[*Node], tokens *Node, pi posInputs, bias *Node, hook kvHook, d *dropper) *Node {
 	a := n.a
 	B, T := tokens.Shape().Dimensions[0], tokens.Shape().Dimensions[1]
-	wte := p["token_embedding_table.weight"]
-	x := Gather(wte, InsertAxes(tokens, -1)) // [B,T,C]
-	if a.learnedPos {
-		x = Add(x, Gather(p["position_embedding_table.weight"], InsertAxes(pi.pos, -1)))
+	nh, hd := a.NHead, a.HeadDim
+	x := Gather(w.Wte, InsertAxes(tokens, -1)) // [B,T,C]
+	if a.LearnedPos {
+		x = Add(x, Gather(w.Wpe, InsertAxes(pi.pos, -1)))
 	}
 	if d != nil && d.neftune > 0 {
-		amp := d.neftune / math.Sqrt(float64(T*a.C))
+		amp := d.neftune / math.Sqrt(float64(T*a.NEmbd))
 		u := d.uniform(x.Shape())
 		x = Add(x, MulScalar(AddScalar(MulScalar(u, 2), -1), amp))
 	}
 	biasH := InsertAxes(bias, 1) // [B,1,T,S]
-	scale := 1 / math.Sqrt(float64(a.hd))
-	for l := 0; l < a.L; l++ {
-		pre := fmt.Sprintf("blocks.%d.", l)
-		h := n.norm(x, p[pre+"ln1.weight"], p[pre+"ln1.bias"])
-		qkv := n.linear(h, p[pre+"sa.qkv.weight"], p[pre+"sa.qkv.bias"]) // [B,T,3C]
-		qkv3 := Reshape(qkv, B, T, 3, a.nh, a.hd)
+	scale := 1 / math.Sqrt(float64(hd))
+	for l, lw := range w.Layers {
+		h := n.norm(x, lw.Ln1W, lw.Ln1B)
+		qkv := n.linear(h, lw.QkvW, lw.QkvB) // [B,T,3C]
+		qkv3 := Reshape(qkv, B, T, 3, nh, hd)
 		q, k, v := n.pick(qkv3, 2, 0), n.pick(qkv3, 2, 1), n.pick(qkv3, 2, 2)
-		if !a.learnedPos {
+		if !a.LearnedPos {
 			q, k = n.rope(q, pi.cos, pi.sin), n.rope(k, pi.cos, pi.sin)
 		}
 		if hook != nil {
@@ -205,39 +203,34 @@ func (n *net) forward(p params, tokens *Node, pi posInputs, bias *Node, hook kvH
 		S := k.Shape().Dimensions[1]
 		// Attention products in float32 whatever the compute dtype (see matmul).
 		scores := MulScalar(dot(q, []int{3}, []int{0, 2}, k, []int{3}, []int{0, 2}), scale) // [B,nh,T,S]
-		scores = Add(scores, BroadcastToDims(biasH, B, a.nh, T, S))
+		scores = Add(scores, BroadcastToDims(biasH, B, nh, T, S))
 		att := d.drop(Softmax(scores, -1))
 		y := dot(att, []int{3}, []int{0, 1}, v, []int{1}, []int{0, 2}) // [B,nh,T,hd]
-		y = Reshape(TransposeAllDims(y, 0, 2, 1, 3), B, T, a.C)        // [B,T,C]
-		y = n.linear(y, p[pre+"sa.proj.weight"], p[pre+"sa.proj.bias"])
+		y = Reshape(TransposeAllDims(y, 0, 2, 1, 3), B, T, a.NEmbd)    // [B,T,C]
+		y = n.linear(y, lw.ProjW, lw.ProjB)
 		x = Add(x, d.drop(y))
 
-		h = n.norm(x, p[pre+"ln2.weight"], p[pre+"ln2.bias"])
+		h = n.norm(x, lw.Ln2W, lw.Ln2B)
 		var m *Node
-		if a.swiglu {
-			gate := n.linear(h, p[pre+"fwd.w_gate.weight"], nil)
-			up := n.linear(h, p[pre+"fwd.w_up.weight"], nil)
-			m = n.linear(Mul(Mul(gate, Sigmoid(gate)), up), p[pre+"fwd.w_down.weight"], nil)
+		if a.SwiGLU {
+			gate := n.linear(h, lw.GateW, nil)
+			up := n.linear(h, lw.UpW, nil)
+			m = n.linear(Mul(Mul(gate, Sigmoid(gate)), up), lw.DownW, nil)
 		} else {
-			m = n.linear(gelu(n.linear(h, p[pre+"fwd.net.0.weight"], p[pre+"fwd.net.0.bias"])),
-				p[pre+"fwd.net.2.weight"], p[pre+"fwd.net.2.bias"])
+			m = n.linear(gelu(n.linear(h, lw.Fc1W, lw.Fc1B)), lw.Fc2W, lw.Fc2B)
 		}
 		x = Add(x, d.drop(m))
 	}
-	x = n.norm(x, p["ln_f.weight"], p["ln_f.bias"])
-	lm := p["lm_head.weight"]
-	if a.tied {
-		lm = wte
-	}
-	return n.linear(x, lm, p["lm_head.bias"])
+	x = n.norm(x, w.LnfW, w.LnfB)
+	return n.linear(x, w.LmW, w.LmB) // LmW is Wte with tied weights
 }
 
 // crossEntropy returns the per-token CE [B,T] of logits [B,T,V] against targets [B,T]:
 // logsumexp(logits) − logits[target]. It is written to keep few [B,T,V] intermediates (the
 // target logit is a gather, not a one-hot product), which matters for large vocabularies.
-func crossEntropy(logits, targets *Node, V int) *Node {
+func crossEntropy(logits, targets *Node) *Node {
 	dims := logits.Shape().Dimensions
-	B, T := dims[0], dims[1]
+	B, T, V := dims[0], dims[1], dims[2]
 	flat := Reshape(logits, B*T, V)
 	mx := StopGradient(ReduceAndKeep(flat, ReduceMax, -1))
 	lse := Add(Log(ReduceSum(Exp(Sub(flat, mx)), -1)), Reshape(mx, B*T))

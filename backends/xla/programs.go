@@ -10,6 +10,8 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gopjrt/dtypes"
+
+	"github.com/mypt/mypt/sdk/modelspec"
 )
 
 // maxCachedShapes bounds how many (batch, seq_len) shapes each program keeps compiled.
@@ -20,7 +22,8 @@ const maxCachedShapes = 64
 type programs struct {
 	n        *net
 	be       backends.Backend
-	random   bool // the training graph draws dropout / NEFTune noise
+	random   bool       // the training graph draws dropout / NEFTune noise
+	rope     *ropeTable // nil with learned positions
 	train    *Exec
 	eval     *Exec
 	evalLog  *Exec
@@ -30,19 +33,18 @@ type programs struct {
 }
 
 func newPrograms(be backends.Backend, n *net) (*programs, error) {
-	pr := &programs{n: n, be: be, random: n.a.dropout > 0 || n.a.neftune > 0, prefills: map[int]*Exec{}}
+	pr := &programs{n: n, be: be, random: n.a.Dropout > 0 || n.a.NeftuneAlpha > 0, prefills: map[int]*Exec{}}
+	if !n.a.LearnedPos {
+		pr.rope = newRopeTable(n.a)
+	}
 	var err error
 	mk := func(name string, fn func([]*Node) []*Node) *Exec {
 		if err != nil {
 			return nil
 		}
 		var e *Exec
-		e, err = NewExec(be, fn)
-		if err != nil {
-			err = fmt.Errorf("creating program %s: %w", name, err)
-			return nil
-		}
-		return e.WithName(name).SetMaxCache(maxCachedShapes)
+		e, err = newExec(be, name, fn)
+		return e
 	}
 	pr.train = mk("forward_backward", pr.trainGraph)
 	pr.eval = mk("evaluate", func(in []*Node) []*Node { return pr.evalGraph(in, false) })
@@ -54,6 +56,15 @@ func newPrograms(be backends.Backend, n *net) (*programs, error) {
 		return nil, err
 	}
 	return pr, nil
+}
+
+// newExec creates the program called name that fn builds.
+func newExec(be backends.Backend, name string, fn func([]*Node) []*Node) (*Exec, error) {
+	e, err := NewExec(be, fn)
+	if err != nil {
+		return nil, fmt.Errorf("creating program %s: %w", name, err)
+	}
+	return e.WithName(name).SetMaxCache(maxCachedShapes), nil
 }
 
 func (pr *programs) close() {
@@ -69,14 +80,14 @@ func (pr *programs) close() {
 
 // numPos is how many position inputs a forward pass takes.
 func (pr *programs) numPos() int {
-	if pr.n.a.learnedPos {
+	if pr.n.a.LearnedPos {
 		return 1
 	}
 	return 2
 }
 
 func (pr *programs) posFrom(in []*Node) posInputs {
-	if pr.n.a.learnedPos {
+	if pr.n.a.LearnedPos {
 		return posInputs{pos: in[0]}
 	}
 	return posInputs{cos: in[0], sin: in[1]}
@@ -85,7 +96,7 @@ func (pr *programs) posFrom(in []*Node) posInputs {
 // trainGraph: params…, grads…, tokens, targets, weights, grad_scale, positions…, bias
 // [, rng] → per-token CE [B,T], grads + grad_scale·∂(Σ w·CE)/∂θ ….
 func (pr *programs) trainGraph(in []*Node) []*Node {
-	np := len(pr.n.lay.slots)
+	np := len(pr.n.lay.Params)
 	ps, gs := in[:np], in[np:2*np]
 	rest := in[2*np:]
 	tokens, targets, weights, scale := rest[0], rest[1], rest[2], rest[3]
@@ -93,13 +104,13 @@ func (pr *programs) trainGraph(in []*Node) []*Node {
 	bias := rest[4+pr.numPos()]
 	var d *dropper
 	if pr.random {
-		d = &dropper{rng: rest[5+pr.numPos()], dropout: pr.n.a.dropout, neftune: pr.n.a.neftune}
+		d = &dropper{rng: rest[5+pr.numPos()], dropout: pr.n.a.Dropout, neftune: pr.n.a.NeftuneAlpha}
 	}
 	g := tokens.Graph()
 	trackDots(g) // matrix products get matrix-product gradients (see dot.go)
 	defer untrackDots(g)
-	logits := pr.n.forward(pr.n.paramMap(ps), tokens, pi, bias, nil, d)
-	ce := crossEntropy(logits, targets, pr.n.a.V)
+	logits := pr.n.forward(pr.n.weights(ps), tokens, pi, bias, nil, d)
+	ce := crossEntropy(logits, targets)
 	loss := Mul(ReduceAllSum(Mul(ce, weights)), scale)
 	grads := Gradient(loss, ps...)
 	out := []*Node{ce}
@@ -112,13 +123,13 @@ func (pr *programs) trainGraph(in []*Node) []*Node {
 // evalGraph: params…, tokens, targets, positions…, bias → CE [B,T], argmax [B,T] int32
 // [, logits [B,T,V]].
 func (pr *programs) evalGraph(in []*Node, withLogits bool) []*Node {
-	np := len(pr.n.lay.slots)
+	np := len(pr.n.lay.Params)
 	rest := in[np:]
 	tokens, targets := rest[0], rest[1]
 	pi := pr.posFrom(rest[2:])
 	bias := rest[2+pr.numPos()]
-	logits := pr.n.forward(pr.n.paramMap(in[:np]), tokens, pi, bias, nil, nil)
-	out := []*Node{crossEntropy(logits, targets, pr.n.a.V), ArgMax(logits, -1, dtypes.Int32)}
+	logits := pr.n.forward(pr.n.weights(in[:np]), tokens, pi, bias, nil, nil)
+	out := []*Node{crossEntropy(logits, targets), ArgMax(logits, -1, dtypes.Int32)}
 	if withLogits {
 		out = append(out, logits)
 	}
@@ -142,7 +153,7 @@ const (
 // v'…, zero grads…, global grad norm (f64, before clipping). It is torch's
 // clip_grad_norm_ followed by AdamW, element for element as backends/cpu computes it.
 func (pr *programs) optGraph(in []*Node) []*Node {
-	np := len(pr.n.lay.slots)
+	np := len(pr.n.lay.Params)
 	ps, gs, ms, vs := in[:np], in[np:2*np], in[2*np:3*np], in[3*np:4*np]
 	hyper, clip := in[4*np], in[4*np+1]
 	g := hyper.Graph()
@@ -164,13 +175,13 @@ func (pr *programs) optGraph(in []*Node) []*Node {
 	b1, c1, b2, c2 := h(hB1), h(hC1), h(hB2), h(hC2)
 	bc2Sqrt, eps, stepSize, decay := h(hBC2Sqrt), h(hEps), h(hStepSize), h(hDecay)
 	outP, outM, outV, outG := make([]*Node, np), make([]*Node, np), make([]*Node, np), make([]*Node, np)
-	for i, sl := range pr.n.lay.slots {
+	for i, prm := range pr.n.lay.Params {
 		gi := Mul(gs[i], gscale)
 		m := Add(Mul(b1, ms[i]), Mul(c1, gi))
 		v := Add(Mul(b2, vs[i]), Mul(c2, Square(gi)))
 		denom := Add(Div(Sqrt(v), bc2Sqrt), eps)
 		p := ps[i]
-		if sl.decay {
+		if prm.Decay {
 			p = Mul(p, decay)
 		}
 		outP[i] = Sub(p, Div(Mul(stepSize, m), denom))
@@ -184,7 +195,7 @@ func (pr *programs) optGraph(in []*Node) []*Node {
 // every layer K and V [1,capacity,nh,hd] (positions ≥ P zero).
 func (pr *programs) prefillGraph(capacity int) func([]*Node) []*Node {
 	return func(in []*Node) []*Node {
-		np := len(pr.n.lay.slots)
+		np := len(pr.n.lay.Params)
 		rest := in[np:]
 		tokens := rest[0]
 		pi := pr.posFrom(rest[1:])
@@ -201,7 +212,7 @@ func (pr *programs) prefillGraph(capacity int) func([]*Node) []*Node {
 			}
 			return k, v
 		}
-		logits := pr.n.forward(pr.n.paramMap(in[:np]), tokens, pi, bias, hook, nil)
+		logits := pr.n.forward(pr.n.weights(in[:np]), tokens, pi, bias, hook, nil)
 		return append([]*Node{logits}, kv...)
 	}
 }
@@ -210,7 +221,7 @@ func (pr *programs) prefillGraph(capacity int) func([]*Node) []*Node {
 // positions…, bias [1,1,cap], at (int32 scalar: the new token's index) → logits [1,1,V] and
 // the updated K/V.
 func (pr *programs) decodeGraph(in []*Node) []*Node {
-	np, L := len(pr.n.lay.slots), pr.n.a.L
+	np, L := len(pr.n.lay.Params), pr.n.a.NLayer
 	cache := in[np : np+2*L]
 	rest := in[np+2*L:]
 	tokens := rest[0]
@@ -234,7 +245,7 @@ func (pr *programs) decodeGraph(in []*Node) []*Node {
 		out[2*l+1] = update(cache[2*l+1], v)
 		return out[2*l], out[2*l+1]
 	}
-	logits := pr.n.forward(pr.n.paramMap(in[:np]), tokens, pi, bias, hook, nil)
+	logits := pr.n.forward(pr.n.weights(in[:np]), tokens, pi, bias, hook, nil)
 	return append([]*Node{logits}, out...)
 }
 
@@ -243,11 +254,10 @@ func (pr *programs) prefill(capacity int) (*Exec, error) {
 	if e, ok := pr.prefills[capacity]; ok {
 		return e, nil
 	}
-	e, err := NewExec(pr.be, pr.prefillGraph(capacity))
+	e, err := newExec(pr.be, fmt.Sprintf("prefill_cap%d", capacity), pr.prefillGraph(capacity))
 	if err != nil {
-		return nil, fmt.Errorf("creating program prefill: %w", err)
+		return nil, err
 	}
-	e = e.WithName(fmt.Sprintf("prefill_cap%d", capacity)).SetMaxCache(maxCachedShapes)
 	pr.prefills[capacity] = e
 	return e, nil
 }
@@ -266,66 +276,90 @@ func run(e *Exec, args []any) (out []*tensors.Tensor, err error) {
 	return out, nil
 }
 
-// hostInputs are the host-computed per-batch inputs of a forward pass.
-type hostInputs struct {
-	pos    []*tensors.Tensor // learned: [pos]; RoPE: [cos, sin]
-	bias   *tensors.Tensor
-	finish func()
+// runAndRead runs e and copies its first output, a float32 tensor, to the host (what names
+// it in the error); the other outputs stay engine tensors, now the caller's.
+func runAndRead(e *Exec, args []any, what string) ([]float32, []*tensors.Tensor, error) {
+	out, err := run(e, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	first, err := hostCopy[float32](out[0])
+	_ = out[0].FinalizeAll()
+	if err != nil {
+		freeAll(out[1:])
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return first, out[1:], nil
 }
 
-// ropeTables returns cos and sin of (t/scale)·θ^(−2i/hd) for positions pos, [len(pos)·hd/2],
-// computed in float64 like backends/cpu.
-func ropeTables(a arch, pos []int32) (cos, sin []float32) {
-	half := a.hd / 2
-	cos, sin = make([]float32, len(pos)*half), make([]float32, len(pos)*half)
-	for r, p := range pos {
+// appendArgs appends tensors to the arguments of an Exec.
+func appendArgs(args []any, ts ...*tensors.Tensor) []any {
+	for _, t := range ts {
+		args = append(args, t)
+	}
+	return args
+}
+
+// ropeTable holds cos and sin of (t/scale)·θ^(−2i/hd) for every position t < block_size,
+// [block_size·hd/2], computed in float64 like backends/cpu. It is built once per session;
+// a batch's RoPE inputs are its rows.
+type ropeTable struct {
+	half     int
+	cos, sin []float32
+}
+
+func newRopeTable(a modelspec.Arch) *ropeTable {
+	half := a.HeadDim / 2
+	r := &ropeTable{half: half, cos: make([]float32, a.BlockSize*half), sin: make([]float32, a.BlockSize*half)}
+	for t := 0; t < a.BlockSize; t++ {
 		for i := 0; i < half; i++ {
-			freq := 1 / math.Pow(a.ropeTheta, float64(2*i)/float64(a.hd))
-			ang := float64(p) / a.ropeScale * freq
-			cos[r*half+i] = float32(math.Cos(ang))
-			sin[r*half+i] = float32(math.Sin(ang))
+			freq := 1 / math.Pow(a.RopeTheta, float64(2*i)/float64(a.HeadDim))
+			ang := float64(t) / a.RopeScale * freq
+			r.cos[t*half+i] = float32(math.Cos(ang))
+			r.sin[t*half+i] = float32(math.Sin(ang))
 		}
 	}
-	return cos, sin
+	return r
 }
 
-// positionTensors turns positions [B·T] into the forward pass's position inputs.
-func positionTensors(a arch, pos []int32, b, t int) []*tensors.Tensor {
-	if a.learnedPos {
+// positionTensors turns positions [b·t] into the forward pass's position inputs: the
+// position ids [b,t] (learned positions), or their rows of the RoPE tables, cos and sin
+// [b,t,hd/2].
+func (pr *programs) positionTensors(pos []int32, b, t int) []*tensors.Tensor {
+	if pr.n.a.LearnedPos {
 		return []*tensors.Tensor{tensors.FromFlatDataAndDimensions(pos, b, t)}
 	}
-	cos, sin := ropeTables(a, pos)
-	return []*tensors.Tensor{tensors.FromFlatDataAndDimensions(cos, b, t, a.hd/2),
-		tensors.FromFlatDataAndDimensions(sin, b, t, a.hd/2)}
+	half := pr.rope.half
+	cos, sin := make([]float32, len(pos)*half), make([]float32, len(pos)*half)
+	for r, p := range pos {
+		copy(cos[r*half:(r+1)*half], pr.rope.cos[int(p)*half:])
+		copy(sin[r*half:(r+1)*half], pr.rope.sin[int(p)*half:])
+	}
+	return []*tensors.Tensor{tensors.FromFlatDataAndDimensions(cos, b, t, half),
+		tensors.FromFlatDataAndDimensions(sin, b, t, half)}
 }
 
-// batchInputs computes positions (restarting at segment changes when segment_position_reset)
-// and the causal, segment-isolated attention bias for a [b,t] batch.
-func batchInputs(a arch, b, t int, segs []int32) hostInputs {
-	n := b * t
-	pos := make([]int32, n)
+// batchInputs returns the host-computed inputs of a forward pass over a [b,t] batch, in the
+// programs' order: the position inputs (positions restart at segment changes when
+// segment_position_reset), then the causal, segment-isolated attention bias [b,t,t].
+func (pr *programs) batchInputs(b, t int, segs []int32) []*tensors.Tensor {
+	packed := len(segs) > 0
+	pos := make([]int32, b*t)
 	bias := make([]float32, b*t*t)
 	for r := 0; r < b; r++ {
 		start := 0
 		for i := 0; i < t; i++ {
-			if segs != nil && a.segReset && i > 0 && segs[r*t+i] != segs[r*t+i-1] {
+			if packed && pr.n.a.SegmentPositionReset && i > 0 && segs[r*t+i] != segs[r*t+i-1] {
 				start = i
 			}
 			pos[r*t+i] = int32(i - start)
 			row := bias[(r*t+i)*t : (r*t+i+1)*t]
 			for j := range row {
-				if j > i || (segs != nil && segs[r*t+i] != segs[r*t+j]) {
+				if j > i || (packed && segs[r*t+i] != segs[r*t+j]) {
 					row[j] = maskedScore
 				}
 			}
 		}
 	}
-	hi := hostInputs{pos: positionTensors(a, pos, b, t), bias: tensors.FromFlatDataAndDimensions(bias, b, t, t)}
-	hi.finish = func() {
-		for _, x := range hi.pos {
-			_ = x.FinalizeAll()
-		}
-		_ = hi.bias.FinalizeAll()
-	}
-	return hi
+	return append(pr.positionTensors(pos, b, t), tensors.FromFlatDataAndDimensions(bias, b, t, t))
 }

@@ -18,15 +18,15 @@ func (s *session) Has(role pb.TensorRole) bool { return roleIndex(role) >= 0 }
 func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
 	ri := roleIndex(role)
 	old := s.state[ri][i]
-	s.state[ri][i] = tensors.FromFlatDataAndDimensions(values, toInts(s.lay.slots[i].shape)...)
+	s.state[ri][i] = tensors.FromFlatDataAndDimensions(values, toInts(s.lay.Params[i].Shape)...)
 	_ = old.FinalizeAll()
 	return nil
 }
 
 func (s *session) Values(role pb.TensorRole, i int) ([]float32, error) {
-	vals, err := hostF32(s.state[roleIndex(role)][i])
+	vals, err := hostCopy[float32](s.state[roleIndex(role)][i])
 	if err != nil {
-		return nil, fmt.Errorf("reading tensor %s: %w", s.lay.slots[i].name, err)
+		return nil, fmt.Errorf("reading tensor %s: %w", s.lay.Params[i].Name, err)
 	}
 	return vals, nil
 }
