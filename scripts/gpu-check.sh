@@ -135,6 +135,14 @@ cuda_libs() {
 	printf '%s' "${dirs[*]}"
 }
 
+# use_cuda_libs puts cuda_libs onto LD_LIBRARY_PATH.
+use_cuda_libs() {
+	local libs
+	libs=$(cuda_libs)
+	[[ -n $libs ]] && { echo "LD_LIBRARY_PATH += $libs"; export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}; }
+	return 0
+}
+
 stage_gpu() {
 	if ! command -v nvidia-smi >/dev/null; then
 		echo "nvidia-smi not found: no NVIDIA driver on this machine"
@@ -151,9 +159,7 @@ stage_backends() {
 	[[ -f $XLA_ENV ]] || locate_pjrt >/dev/null 2>&1
 	# shellcheck disable=SC1090
 	[[ -f $XLA_ENV ]] && source "$XLA_ENV"
-	local libs
-	libs=$(cuda_libs)
-	[[ -n $libs ]] && export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+	use_cuda_libs
 	local out
 	out=$(bin/mypt backends 2>&1)
 	local rc=$?
@@ -296,17 +302,13 @@ bench() { # backend extra-args...
 }
 
 stage_cuda_conformance() {
-	local libs
-	libs=$(cuda_libs)
-	[[ -n $libs ]] && { echo "LD_LIBRARY_PATH += $libs"; export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}; }
+	use_cuda_libs
 	# shellcheck disable=SC2086
 	conformance cuda $CUDA_CONFORMANCE_ARGS
 }
 
 stage_cuda_bench() {
-	local libs
-	libs=$(cuda_libs)
-	[[ -n $libs ]] && { echo "LD_LIBRARY_PATH += $libs"; export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}; }
+	use_cuda_libs
 	# shellcheck disable=SC2086
 	bench cuda $CUDA_BENCH_ARGS
 }
@@ -337,7 +339,7 @@ stage_xla_bench() {
 	bench xla ${name:+--peak_device "$name"} $XLA_BENCH_ARGS
 }
 
-export -f note json_field last_error conformance_note gpu_sampler_start gpu_sampler_stop gpu_stats cuda_libs locate_pjrt xla_env conformance bench \
+export -f note json_field last_error conformance_note gpu_sampler_start gpu_sampler_stop gpu_stats cuda_libs use_cuda_libs locate_pjrt xla_env conformance bench \
 	stage_gpu stage_backends stage_xla_plugin stage_cuda_conformance stage_cuda_bench stage_xla_conformance stage_xla_bench
 
 # --- the stage list ----------------------------------------------------------------------

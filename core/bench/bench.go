@@ -8,6 +8,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -303,7 +304,7 @@ var peakTable = []peakEntry{
 // SXM / H200, to compare with TF32's dense rate).
 func PeakFor(d Device, computeDType string) (peak float64, source string, ok bool) {
 	if d.Kind == "cpu" || d.Kind == "" {
-		return 0, fmt.Sprintf("no peak known for %s device %q: pass --peak_tflops for MFU", orDefault(d.Kind, "an unnamed"), d.Name), false
+		return 0, fmt.Sprintf("no peak known for %s device %q: pass --peak_tflops for MFU", cmp.Or(d.Kind, "an unnamed"), d.Name), false
 	}
 	name := strings.ToLower(d.Name)
 	for _, e := range peakTable {
@@ -353,11 +354,4 @@ func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 func round(x float64, digits int) float64 {
 	p := math.Pow(10, float64(digits))
 	return math.Round(x*p) / p
-}
-
-func orDefault(s, fallback string) string {
-	if s == "" {
-		return fallback
-	}
-	return s
 }

@@ -96,35 +96,35 @@ func Default() Config {
 	}
 }
 
-// acceptedIgnored are MyPT keys that load without error but that mypt does
-// not act on, with the reason. Loading one of those in warnIgnored or
-// infoIgnored logs it at that level (mypt train); the rest only at debug.
-var acceptedIgnored = map[string]string{
-	"name":                      "metadata",
-	"description":               "metadata",
-	"device":                    "the backend chooses its device",
-	"use_checkpoint":            "activation checkpointing is a backend matter",
-	"use_amp":                   "the precision key (auto | fp32 | bf16) chooses the compute dtype",
-	"amp_dtype":                 "the precision key (auto | fp32 | bf16) chooses the compute dtype",
-	"save_dtype":                "training checkpoints are fp32; mypt export --dtype writes bf16/f16 copies",
-	"eval_sets":                 "extra eval sets are not supported yet: only the dataset's val split is evaluated",
-	"eval_seed":                 "evals draw from a fixed val order, no reseeding needed",
-	"log_file":                  "metrics go to <output>/metrics.jsonl",
-	"terminal_log_file":         "redirect the terminal instead (2>&1 | tee FILE)",
-	"freeze_layers":             "layer freezing is not supported yet: every layer is trained",
-	"freeze_embeddings":         "layer freezing is not supported yet: the embeddings are trained",
-	"curriculum":                "curricula are not supported yet: only --dataset is trained on",
-	"gold_selection":            "the best checkpoint (<output>/best) is kept by val loss, MyPT's default strategy",
-	"token_accuracy_saturation": "masked-token accuracy is logged; no saturation flags",
+// ignoredKey is why mypt does not act on an accepted MyPT key, and the level
+// loading it is logged at (mypt train): warn when it changes what is trained or
+// evaluated, info when it changes what is written where, debug for metadata and
+// settings a backend decides.
+type ignoredKey struct {
+	reason string
+	level  slog.Level
 }
 
-// warnIgnored are the ignored keys that change what is trained or
-// evaluated; infoIgnored those that change what is written where.
-var (
-	warnIgnored = map[string]bool{"freeze_layers": true, "freeze_embeddings": true, "curriculum": true, "eval_sets": true}
-	infoIgnored = map[string]bool{"gold_selection": true, "token_accuracy_saturation": true, "log_file": true,
-		"terminal_log_file": true, "save_dtype": true}
-)
+// acceptedIgnored are MyPT keys that load without error but that mypt does
+// not act on.
+var acceptedIgnored = map[string]ignoredKey{
+	"name":                      {"metadata", slog.LevelDebug},
+	"description":               {"metadata", slog.LevelDebug},
+	"device":                    {"the backend chooses its device", slog.LevelDebug},
+	"use_checkpoint":            {"activation checkpointing is a backend matter", slog.LevelDebug},
+	"use_amp":                   {"the precision key (auto | fp32 | bf16) chooses the compute dtype", slog.LevelDebug},
+	"amp_dtype":                 {"the precision key (auto | fp32 | bf16) chooses the compute dtype", slog.LevelDebug},
+	"save_dtype":                {"training checkpoints are fp32; mypt export --dtype writes bf16/f16 copies", slog.LevelInfo},
+	"eval_sets":                 {"extra eval sets are not supported yet: only the dataset's val split is evaluated", slog.LevelWarn},
+	"eval_seed":                 {"evals draw from a fixed val order, no reseeding needed", slog.LevelDebug},
+	"log_file":                  {"metrics go to <output>/metrics.jsonl", slog.LevelInfo},
+	"terminal_log_file":         {"redirect the terminal instead (2>&1 | tee FILE)", slog.LevelInfo},
+	"freeze_layers":             {"layer freezing is not supported yet: every layer is trained", slog.LevelWarn},
+	"freeze_embeddings":         {"layer freezing is not supported yet: the embeddings are trained", slog.LevelWarn},
+	"curriculum":                {"curricula are not supported yet: only --dataset is trained on", slog.LevelWarn},
+	"gold_selection":            {"the best checkpoint (<output>/best) is kept by val loss, MyPT's default strategy", slog.LevelInfo},
+	"token_accuracy_saturation": {"masked-token accuracy is logged; no saturation flags", slog.LevelInfo},
+}
 
 // IsIgnoredKey reports whether a key is accepted and ignored (MyPT's
 // comment_* keys, metadata, features mypt does not have).
@@ -138,19 +138,10 @@ func IsIgnoredKey(key string) bool {
 // differently than the key asks, info when it writes elsewhere, debug for
 // metadata and settings a backend decides.
 func IgnoredKey(key string) (reason string, level slog.Level) {
-	reason, ok := acceptedIgnored[key]
-	if !ok {
-		reason = "comment"
+	if k, ok := acceptedIgnored[key]; ok {
+		return k.reason, k.level
 	}
-	switch {
-	case warnIgnored[key]:
-		level = slog.LevelWarn
-	case infoIgnored[key]:
-		level = slog.LevelInfo
-	default:
-		level = slog.LevelDebug
-	}
-	return reason, level
+	return "comment", slog.LevelDebug
 }
 
 // Keys returns every configuration key mypt acts on, sorted.

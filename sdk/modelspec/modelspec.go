@@ -202,8 +202,9 @@ func (l *Layout) Index(name string) (int, bool) {
 // exactly once, with the architecture's shape and F32 master weights) and lays it out.
 // Errors are sdk.InvalidArgument naming the parameter ("model.params[3].shape", …).
 func NewLayout(a Arch, params []*pb.ParamSpec) (*Layout, error) {
+	tensors := a.Tensors()
 	want := map[string][]int64{}
-	for _, d := range a.Tensors() {
+	for _, d := range tensors {
 		want[d.Name] = d.Shape
 	}
 	lay := &Layout{index: map[string]int{}}
@@ -233,7 +234,7 @@ func NewLayout(a Arch, params []*pb.ParamSpec) (*Layout, error) {
 		lay.Params = append(lay.Params, Param{Name: p.Name, Shape: slices.Clone(p.Shape), Offset: lay.Total, Size: n, Decay: p.WeightDecay})
 		lay.Total += n
 	}
-	for _, d := range a.Tensors() {
+	for _, d := range tensors {
 		if _, ok := lay.index[d.Name]; !ok {
 			return nil, sdk.InvalidArgument("model.params", "missing tensor %q with shape %v", d.Name, d.Shape)
 		}

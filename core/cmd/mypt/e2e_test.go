@@ -81,17 +81,18 @@ type metric struct {
 	ValLoss *float64 `json:"val_loss"`
 }
 
-func readMetrics(t *testing.T, path string) []metric {
+// readMetrics decodes every line of a metrics.jsonl file into an M.
+func readMetrics[M any](t *testing.T, path string) []M {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []metric
+	var out []M
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var m metric
+		var m M
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
@@ -114,7 +115,7 @@ func TestEndToEnd(t *testing.T) {
 	if !strings.Contains(out, "steps 10..24") {
 		t.Fatalf("resumed leg: %s", out)
 	}
-	ms := readMetrics(t, filepath.Join(run, "metrics.jsonl"))
+	ms := readMetrics[metric](t, filepath.Join(run, "metrics.jsonl"))
 	steps := map[int]bool{}
 	var first, last float64
 	for _, m := range ms {
@@ -143,7 +144,7 @@ func TestEndToEnd(t *testing.T) {
 	tuned := filepath.Join(t.TempDir(), "tuned")
 	runMypt(t, "train", "--config", cfg, "--dataset", data, "--output", tuned, "--model", filepath.Join(run, "latest"),
 		"--max_iters", "2", "--no-progress")
-	for _, m := range readMetrics(t, filepath.Join(tuned, "metrics.jsonl")) {
+	for _, m := range readMetrics[metric](t, filepath.Join(tuned, "metrics.jsonl")) {
 		if m.Event == "eval" && m.Step == 0 && *m.ValLoss != baseFinal {
 			t.Fatalf("run from --model starts at val loss %v, want the base's final %v", *m.ValLoss, baseFinal)
 		}
@@ -163,7 +164,7 @@ func TestKillResumeIsExact(t *testing.T) {
 	data, cfg := prepareTiny(t)
 	ref := filepath.Join(t.TempDir(), "ref")
 	runMypt(t, "train", "--config", cfg, "--dataset", data, "--output", ref, "--no-progress")
-	want := lossesByStep(readMetrics(t, filepath.Join(ref, "metrics.jsonl")))
+	want := lossesByStep(readMetrics[metric](t, filepath.Join(ref, "metrics.jsonl")))
 
 	run := filepath.Join(t.TempDir(), "killed")
 	cmd := myptCmd(t, "train", "--config", cfg, "--dataset", data, "--output", run, "--no-progress")
@@ -188,7 +189,7 @@ func TestKillResumeIsExact(t *testing.T) {
 	}
 	_ = cmd.Wait()
 	runMypt(t, "train", "--config", cfg, "--dataset", data, "--output", run, "--no-progress")
-	got := lossesByStep(readMetrics(t, filepath.Join(run, "metrics.jsonl")))
+	got := lossesByStep(readMetrics[metric](t, filepath.Join(run, "metrics.jsonl")))
 	if len(got) != len(want) {
 		t.Fatalf("resumed run logged %d entries, uninterrupted %d", len(got), len(want))
 	}

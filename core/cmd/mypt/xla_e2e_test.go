@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -110,20 +107,11 @@ func TestTrainXLAMatchesCPU(t *testing.T) {
 	}
 }
 
+// readStepMetrics returns the step and eval lines of a metrics.jsonl file.
 func readStepMetrics(t *testing.T, path string) []stepMetric {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var out []stepMetric
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var m stepMetric
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
+	for _, m := range readMetrics[stepMetric](t, path) {
 		if m.Event == "step" || m.Event == "eval" {
 			out = append(out, m)
 		}
