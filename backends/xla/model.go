@@ -171,6 +171,19 @@ func gelu(x *Node) *Node {
 	return Mul(MulScalar(x, 0.5), OnePlus(Erf(MulScalar(x, 1/math.Sqrt2))))
 }
 
+// attentionBias is the additive attention bias [B,T,T] for segment ids [B,T]: 0 where query i
+// may see key j (j ≤ i, same segment), maskedScore elsewhere. Built in the graph so that only
+// the [B,T] ids travel to the device, not a [B,T,T] mask.
+func attentionBias(segs *Node) *Node {
+	g := segs.Graph()
+	dims := segs.Shape().Dimensions
+	B, T := dims[0], dims[1]
+	square := shapes.Make(dtypes.Int32, B, T, T)
+	causal := GreaterOrEqual(Iota(g, square, 1), Iota(g, square, 2))
+	same := Equal(BroadcastToDims(InsertAxes(segs, -1), B, T, T), BroadcastToDims(InsertAxes(segs, 1), B, T, T))
+	return Where(LogicalAnd(causal, same), Scalar(g, dtypes.Float32, 0), Scalar(g, dtypes.Float32, maskedScore))
+}
+
 // forward returns the logits [B,T,V] for tokens [B,T]. bias [B,T,S] is added to the
 // attention scores (0 where allowed, maskedScore elsewhere); S is T unless hook substitutes
 // a longer key sequence. d is nil outside training.

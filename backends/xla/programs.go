@@ -93,7 +93,7 @@ func (pr *programs) posFrom(in []*Node) posInputs {
 	return posInputs{cos: in[0], sin: in[1]}
 }
 
-// trainGraph: params…, grads…, tokens, targets, weights, grad_scale, positions…, bias
+// trainGraph: params…, grads…, tokens, targets, weights, grad_scale, positions…, segment ids
 // [, rng] → per-token CE [B,T], grads + grad_scale·∂(Σ w·CE)/∂θ ….
 func (pr *programs) trainGraph(in []*Node) []*Node {
 	np := len(pr.n.lay.Params)
@@ -101,7 +101,7 @@ func (pr *programs) trainGraph(in []*Node) []*Node {
 	rest := in[2*np:]
 	tokens, targets, weights, scale := rest[0], rest[1], rest[2], rest[3]
 	pi := pr.posFrom(rest[4:])
-	bias := rest[4+pr.numPos()]
+	bias := attentionBias(rest[4+pr.numPos()])
 	var d *dropper
 	if pr.random {
 		d = &dropper{rng: rest[5+pr.numPos()], dropout: pr.n.a.Dropout, neftune: pr.n.a.NeftuneAlpha}
@@ -120,14 +120,14 @@ func (pr *programs) trainGraph(in []*Node) []*Node {
 	return out
 }
 
-// evalGraph: params…, tokens, targets, positions…, bias → CE [B,T], argmax [B,T] int32
+// evalGraph: params…, tokens, targets, positions…, segment ids → CE [B,T], argmax [B,T] int32
 // [, logits [B,T,V]].
 func (pr *programs) evalGraph(in []*Node, withLogits bool) []*Node {
 	np := len(pr.n.lay.Params)
 	rest := in[np:]
 	tokens, targets := rest[0], rest[1]
 	pi := pr.posFrom(rest[2:])
-	bias := rest[2+pr.numPos()]
+	bias := attentionBias(rest[2+pr.numPos()])
 	logits := pr.n.forward(pr.n.weights(in[:np]), tokens, pi, bias, nil, nil)
 	out := []*Node{crossEntropy(logits, targets), ArgMax(logits, -1, dtypes.Int32)}
 	if withLogits {
@@ -191,7 +191,7 @@ func (pr *programs) optGraph(in []*Node) []*Node {
 	return append(out, norm)
 }
 
-// prefillGraph: params…, tokens [1,P], positions…, bias [1,P,P] → logits [1,P,V], then for
+// prefillGraph: params…, tokens [1,P], positions…, segment ids [1,P] → logits [1,P,V], then for
 // every layer K and V [1,capacity,nh,hd] (positions ≥ P zero).
 func (pr *programs) prefillGraph(capacity int) func([]*Node) []*Node {
 	return func(in []*Node) []*Node {
@@ -199,7 +199,7 @@ func (pr *programs) prefillGraph(capacity int) func([]*Node) []*Node {
 		rest := in[np:]
 		tokens := rest[0]
 		pi := pr.posFrom(rest[1:])
-		bias := rest[1+pr.numPos()]
+		bias := attentionBias(rest[1+pr.numPos()])
 		var kv []*Node
 		hook := func(_ int, k, v *Node) (*Node, *Node) {
 			for _, x := range []*Node{k, v} {
@@ -341,11 +341,14 @@ func (pr *programs) positionTensors(pos []int32, b, t int) []*tensors.Tensor {
 
 // batchInputs returns the host-computed inputs of a forward pass over a [b,t] batch, in the
 // programs' order: the position inputs (positions restart at segment changes when
-// segment_position_reset), then the causal, segment-isolated attention bias [b,t,t].
+// segment_position_reset), then the segment ids [b,t] (all 0 when the batch is not packed),
+// from which the graph builds the attention mask (attentionBias).
 func (pr *programs) batchInputs(b, t int, segs []int32) []*tensors.Tensor {
 	packed := len(segs) > 0
+	if !packed {
+		segs = make([]int32, b*t)
+	}
 	pos := make([]int32, b*t)
-	bias := make([]float32, b*t*t)
 	for r := 0; r < b; r++ {
 		start := 0
 		for i := 0; i < t; i++ {
@@ -353,13 +356,7 @@ func (pr *programs) batchInputs(b, t int, segs []int32) []*tensors.Tensor {
 				start = i
 			}
 			pos[r*t+i] = int32(i - start)
-			row := bias[(r*t+i)*t : (r*t+i+1)*t]
-			for j := range row {
-				if j > i || (packed && segs[r*t+i] != segs[r*t+j]) {
-					row[j] = maskedScore
-				}
-			}
 		}
 	}
-	return append(pr.positionTensors(pos, b, t), tensors.FromFlatDataAndDimensions(bias, b, t, t))
+	return append(pr.positionTensors(pos, b, t), tensors.FromFlatDataAndDimensions(segs, b, t))
 }
