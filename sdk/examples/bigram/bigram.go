@@ -31,16 +31,15 @@ const WeightName = "bigram.weight"
 type Backend struct {
 	sdk.UnimplementedBackend
 
-	mu         sync.Mutex
-	vocab      int
-	block      int
-	decay      bool
-	opt        *pb.OptimizerSpec
-	w, g       []float32 // weights and accumulated gradient, V×V
-	m, v       []float32 // AdamW moments
-	steps      uint64
-	caches     map[uint64]*cache
-	nextHandle uint64
+	mu     sync.Mutex
+	vocab  int
+	block  int
+	decay  bool
+	opt    *pb.OptimizerSpec
+	w, g   []float32 // weights and accumulated gradient, V×V
+	m, v   []float32 // AdamW moments
+	steps  uint64
+	caches sdk.CacheTable[*cache]
 }
 
 type cache struct {
@@ -118,7 +117,7 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	b.vocab, b.block, b.decay, b.opt = v, int(spec.GetBlockSize()), p.GetWeightDecay(), opt
 	b.w, b.g, b.m, b.v = make([]float32, n), make([]float32, n), make([]float32, n), make([]float32, n)
 	b.steps = 0
-	b.caches = map[uint64]*cache{}
+	b.caches = sdk.CacheTable[*cache]{}
 	return &pb.ConfigureResponse{ParameterCount: uint64(n), MemoryBytes: uint64(16 * n)}, nil
 }
 
@@ -362,22 +361,14 @@ func (b *Backend) Prefill(_ context.Context, req *pb.PrefillRequest) (*pb.Prefil
 		return nil, err
 	}
 	toks := req.GetTokens()
-	capacity := int(req.GetCapacity())
-	if capacity == 0 {
-		capacity = b.block
-	}
-	if capacity > b.block {
-		return nil, sdk.InvalidArgument("capacity", "%d exceeds block_size %d", capacity, b.block)
-	}
-	if len(toks) < 1 || len(toks) > capacity {
-		return nil, sdk.InvalidArgument("tokens", "prompt length %d must be in [1, capacity=%d]", len(toks), capacity)
+	capacity, err := sdk.PrefillCapacity(req, b.block)
+	if err != nil {
+		return nil, err
 	}
 	if err := sdk.ValidateTokens("tokens", toks, b.vocab); err != nil {
 		return nil, err
 	}
-	b.nextHandle++
-	h := b.nextHandle
-	b.caches[h] = &cache{last: toks[len(toks)-1], length: len(toks), capacity: capacity}
+	h := b.caches.Add(&cache{last: toks[len(toks)-1], length: len(toks), capacity: capacity})
 	var logits []float32
 	if req.GetAllLogits() {
 		for _, t := range toks {
@@ -400,15 +391,12 @@ func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeRe
 	if err := b.configured(); err != nil {
 		return nil, err
 	}
-	c, ok := b.caches[req.GetCacheHandle()]
-	if !ok {
-		return nil, sdk.NotFound("cache handle %d is unknown or released", req.GetCacheHandle())
-	}
-	if err := sdk.ValidateTokens("token", []int32{req.GetToken()}, b.vocab); err != nil {
+	c, err := b.caches.Get(req.GetCacheHandle())
+	if err != nil {
 		return nil, err
 	}
-	if c.length >= c.capacity {
-		return nil, sdk.FailedPrecondition("cache %d is full (%d tokens)", req.GetCacheHandle(), c.capacity)
+	if err := sdk.ValidateDecode(req, b.vocab, c.length, c.capacity); err != nil {
+		return nil, err
 	}
 	c.last = req.GetToken()
 	c.length++
@@ -419,10 +407,9 @@ func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeRe
 func (b *Backend) ReleaseCache(_ context.Context, req *pb.ReleaseCacheRequest) (*pb.ReleaseCacheResponse, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if _, ok := b.caches[req.GetCacheHandle()]; !ok {
-		return nil, sdk.NotFound("cache handle %d is unknown or released", req.GetCacheHandle())
+	if _, err := b.caches.Remove(req.GetCacheHandle()); err != nil {
+		return nil, err
 	}
-	delete(b.caches, req.GetCacheHandle())
 	return &pb.ReleaseCacheResponse{}, nil
 }
 
@@ -430,6 +417,6 @@ func (b *Backend) ReleaseCache(_ context.Context, req *pb.ReleaseCacheRequest) (
 func (b *Backend) Shutdown(context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.w, b.g, b.m, b.v, b.caches = nil, nil, nil, nil, nil
+	b.w, b.g, b.m, b.v, b.caches = nil, nil, nil, nil, sdk.CacheTable[*cache]{}
 	return nil
 }
