@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"sort"
@@ -78,6 +79,14 @@ type Config struct {
 	// accelerator that declares them, as MyPT autocasts on CUDA; fp32 otherwise),
 	// fp32 or bf16. Master weights and AdamW moments stay fp32.
 	Precision string `koanf:"precision" json:"precision"`
+
+	// EvalSets are MyPT's extra eval sets: name → prepared dataset directory
+	// (relative paths are relative to the working directory, as in MyPT).
+	// Each set's val split is evaluated at every eval and logged as
+	// eval_<name>. Read from the config file's "eval_sets" object by Load
+	// (not through koanf, whose "." delimiter would split names with dots);
+	// mypt train --eval_dataset_dir DIR adds the set "general".
+	EvalSets map[string]string `koanf:"-" json:"eval_sets,omitempty"`
 }
 
 // Default returns mypt's defaults: MyPT's GPTConfig and train.py defaults
@@ -115,8 +124,7 @@ var acceptedIgnored = map[string]ignoredKey{
 	"use_amp":                   {"the precision key (auto | fp32 | bf16) chooses the compute dtype", slog.LevelDebug},
 	"amp_dtype":                 {"the precision key (auto | fp32 | bf16) chooses the compute dtype", slog.LevelDebug},
 	"save_dtype":                {"training checkpoints are fp32; mypt export --dtype writes bf16/f16 copies", slog.LevelInfo},
-	"eval_sets":                 {"extra eval sets are not supported yet: only the dataset's val split is evaluated", slog.LevelWarn},
-	"eval_seed":                 {"evals draw from a fixed val order, no reseeding needed", slog.LevelDebug},
+	"eval_seed":                 {"evals (val and eval_sets) draw from a fixed sequential order, no reseeding needed", slog.LevelDebug},
 	"log_file":                  {"metrics go to <output>/metrics.jsonl", slog.LevelInfo},
 	"terminal_log_file":         {"redirect the terminal instead (2>&1 | tee FILE)", slog.LevelInfo},
 	"freeze_layers":             {"layer freezing is not supported yet: every layer is trained", slog.LevelWarn},
@@ -148,7 +156,7 @@ func IgnoredKey(key string) (reason string, level slog.Level) {
 func Keys() []string {
 	k := koanf.New(".")
 	_ = k.Load(structs.Provider(Default(), "koanf"), nil)
-	keys := k.Keys()
+	keys := append(k.Keys(), evalSetsKey)
 	sort.Strings(keys)
 	return keys
 }
@@ -165,6 +173,7 @@ type Sources struct {
 // Load builds a Config from defaults < file < environment < flags and
 // validates it. ignored receives the keys that were accepted but ignored.
 func Load(src Sources) (cfg Config, ignored []string, err error) {
+	var evalSets map[string]string
 	k := koanf.New(".")
 	if err := k.Load(structs.Provider(Default(), "koanf"), nil); err != nil {
 		return cfg, nil, fmt.Errorf("load defaults: %w", err)
@@ -181,7 +190,7 @@ func Load(src Sources) (cfg Config, ignored []string, err error) {
 			}
 		}
 		var drop []string
-		ignored, drop, err = checkFileKeys(src.File, raw, known)
+		ignored, drop, evalSets, err = checkFileKeys(src.File, raw, known)
 		if err != nil {
 			return cfg, nil, err
 		}
@@ -223,33 +232,42 @@ func Load(src Sources) (cfg Config, ignored []string, err error) {
 	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "koanf", FlatPaths: false}); err != nil {
 		return cfg, nil, fmt.Errorf("config: %w", err)
 	}
+	cfg.EvalSets = evalSets
 	if err := cfg.Validate(); err != nil {
 		return cfg, ignored, err
 	}
 	return cfg, ignored, nil
 }
 
+// evalSetsKey is MyPT's extra-eval-sets key, read by checkFileKeys itself.
+const evalSetsKey = "eval_sets"
+
 // checkFileKeys rejects unknown top-level keys, naming the closest known
-// one. It returns the accepted-but-ignored keys present, and every key to
-// drop before merging (those, plus MyPT's "pad_token_id": null, which means
-// the default).
-func checkFileKeys(path string, raw []byte, known map[string]bool) (ignored, drop []string, err error) {
+// one. It returns the accepted-but-ignored keys present, every key to drop
+// before merging (those, eval_sets, and MyPT's "pad_token_id": null, which
+// means the default) and the eval_sets object (nil when absent or null).
+func checkFileKeys(path string, raw []byte, known map[string]bool) (ignored, drop []string, evalSets map[string]string, err error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			line := 1 + strings.Count(string(raw[:se.Offset]), "\n")
-			return nil, nil, fmt.Errorf("config %s: line %d: invalid JSON: %w", path, line, err)
+			return nil, nil, nil, fmt.Errorf("config %s: line %d: invalid JSON: %w", path, line, err)
 		}
-		return nil, nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, nil, nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	var unknown []string
 	for key, val := range top {
 		switch {
+		case key == evalSetsKey:
+			drop = append(drop, key)
+			if err := json.Unmarshal(val, &evalSets); err != nil {
+				return nil, nil, nil, fmt.Errorf("config %s: eval_sets must be an object mapping a set name to a dataset directory, e.g. {\"general\": \"data/general_eval\"}: %w", path, err)
+			}
 		case known[key]:
 			if string(val) == "null" {
 				if key != "pad_token_id" {
-					return nil, nil, fmt.Errorf("config %s: key %q is null; give it a value or leave it out", path, key)
+					return nil, nil, nil, fmt.Errorf("config %s: key %q is null; give it a value or leave it out", path, key)
 				}
 				drop = append(drop, key)
 			}
@@ -263,17 +281,19 @@ func checkFileKeys(path string, raw []byte, known map[string]bool) (ignored, dro
 	sort.Strings(ignored)
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
+		candidates := maps.Clone(known)
+		candidates[evalSetsKey] = true
 		var msgs []string
 		for _, key := range unknown {
 			msg := fmt.Sprintf("unknown key %q", key)
-			if s := closest(key, known); s != "" {
+			if s := closest(key, candidates); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			msgs = append(msgs, msg)
 		}
-		return nil, nil, fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
+		return nil, nil, nil, fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
 	}
-	return ignored, drop, nil
+	return ignored, drop, evalSets, nil
 }
 
 // closest returns the known key nearest to key by edit distance, if any is

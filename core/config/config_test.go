@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -129,7 +130,7 @@ func TestIgnoredKeysSayWhy(t *testing.T) {
 		}
 	}
 	for key, want := range map[string]slog.Level{
-		"freeze_layers": slog.LevelWarn, "curriculum": slog.LevelWarn, "eval_sets": slog.LevelWarn,
+		"freeze_layers": slog.LevelWarn, "curriculum": slog.LevelWarn, "eval_seed": slog.LevelDebug,
 		"log_file": slog.LevelInfo, "save_dtype": slog.LevelInfo,
 		"use_amp": slog.LevelDebug, "name": slog.LevelDebug, "comment_note": slog.LevelDebug,
 	} {
@@ -141,5 +142,41 @@ func TestIgnoredKeysSayWhy(t *testing.T) {
 	_, ignored, err := Load(Sources{File: p})
 	if err != nil || strings.Join(ignored, ",") != "curriculum,freeze_layers" {
 		t.Fatalf("ignored = %v, err %v", ignored, err)
+	}
+}
+
+// TestEvalSets loads MyPT's eval_sets object (the current Phase 3 config's
+// shape, eval_seed alongside, ignored) into Config.EvalSets.
+func TestEvalSets(t *testing.T) {
+	p := writeConfig(t, `{"n_layer": 2, "eval_seed": 1337, "eval_sets": {"phase1_format": "data/p1_val",
+		"phase2_operators": "/abs/p2_ops", "v1.2": "data/dotted"}}`)
+	cfg, ignored, err := Load(Sources{File: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.EvalSets) != 3 || cfg.EvalSets["phase1_format"] != "data/p1_val" ||
+		cfg.EvalSets["phase2_operators"] != "/abs/p2_ops" || cfg.EvalSets["v1.2"] != "data/dotted" {
+		t.Fatalf("eval sets %v", cfg.EvalSets)
+	}
+	if strings.Join(ignored, ",") != "eval_seed" {
+		t.Fatalf("ignored = %v, want eval_seed only", ignored)
+	}
+	if IsIgnoredKey("eval_sets") || !slices.Contains(Keys(), "eval_sets") {
+		t.Fatal("eval_sets is not an acted-on key")
+	}
+	cfg, _, err = Load(Sources{File: writeConfig(t, `{"eval_sets": null}`)})
+	if err != nil || cfg.EvalSets != nil {
+		t.Fatalf("null eval_sets: %v, %v", cfg.EvalSets, err)
+	}
+	for body, want := range map[string]string{
+		`{"eval_sets": ["data/x"]}`:      "eval_sets must be an object mapping a set name to a dataset directory",
+		`{"eval_sets": {"general": 3}}`:  "eval_sets must be an object",
+		`{"eval_sets": {"general": ""}}`: `eval_sets: set "general" has an empty dataset directory`,
+		`{"eval_sets": {"": "data/x"}}`:  "eval_sets: a set has an empty name",
+		`{"eval_set": {}}`:               `unknown key "eval_set" (did you mean "eval_sets"?)`,
+	} {
+		if _, _, err := Load(Sources{File: writeConfig(t, body)}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", body, err, want)
+		}
 	}
 }

@@ -3,7 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
+	"strings"
 )
 
 // Validate range-checks every value and names the first bad key.
@@ -79,6 +82,14 @@ func (c *Config) Validate() error {
 	oneOf("loss_normalization", c.LossNormalization, "global", "mypt")
 	oneOf("truncation", c.Truncation, "tail", "head")
 	oneOf("precision", c.Precision, "auto", "fp32", "bf16")
+	for _, name := range slices.Sorted(maps.Keys(c.EvalSets)) {
+		switch {
+		case strings.TrimSpace(name) == "":
+			bad("eval_sets", "a set has an empty name (its dataset is %q)", c.EvalSets[name])
+		case strings.TrimSpace(c.EvalSets[name]) == "":
+			bad("eval_sets", "set %q has an empty dataset directory", name)
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
 	}

@@ -1,15 +1,16 @@
 // Package train is the core training loop: it owns everything that must be
 // the same on every backend — batches and loss weights, the learning-rate
 // schedule, gradient accumulation and its normalisation, clipping policy,
-// evaluation and checkpoint cadence, the best checkpoint, early stopping and
-// exact resume — and drives a backend through the sdk.Backend interface.
+// evaluation (the val split and MyPT's extra eval sets) and checkpoint
+// cadence, the best checkpoint, early stopping and exact resume — and drives
+// a backend through the sdk.Backend interface.
 //
 // A run directory holds:
 //
 //	latest/         the newest checkpoint (resumed from when the run restarts)
 //	best/           the checkpoint with the lowest val loss so far
-//	metrics.jsonl   one JSON object per step and per eval
-//	loss.png        train and val loss, redrawn at every eval
+//	metrics.jsonl   one JSON object per step and per eval (eval_<name> per eval set)
+//	loss.png        train, val and eval-set losses, redrawn at every eval
 //	events.out.tfevents.*   the same metrics for TensorBoard (tensorboard --logdir RUN)
 package train
 
@@ -94,6 +95,16 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Extra eval sets are checked before anything is created or trained.
+	sets, err := r.openEvalSets()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, s := range sets {
+			s.ds.Close()
+		}
+	}()
 	if err := os.MkdirAll(r.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run directory: %w", err)
 	}
@@ -141,6 +152,9 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 		log.Info("Using loss masking (assistant-only training)")
 	}
 	total, _ := r.Spec.NumParams()
+	for _, s := range sets {
+		log.Info("eval set", "name", s.name, "dir", s.dir, "val_episodes", s.ds.Val.NumEpisodes(), "logged_as", evalSetKey(s.name))
+	}
 	log.Info("training", "params", total, "steps", fmt.Sprintf("%d..%d", st.Step, cfg.MaxIters),
 		"batch", cfg.BatchSize, "block", cfg.BlockSize, "grad_accum", cfg.GradAccumSteps, "backend", r.BackendName)
 
@@ -191,7 +205,7 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 			break
 		}
 		if st.Step%cfg.EvalInterval == 0 && st.EvaluatedStep != st.Step {
-			stop, err := r.evaluate(work, &st, metrics, log, sched.LR(st.Step))
+			stop, err := r.evaluate(work, &st, sets, metrics, log, sched.LR(st.Step))
 			if err != nil {
 				return sum, err
 			}
@@ -239,7 +253,7 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 		bar.update(st.Step, loss, lr, float64(tokens)/dt)
 	}
 	if sum.Stopped == "" {
-		if _, err := r.evaluate(work, &st, metrics, log, sched.LR(st.Step)); err != nil {
+		if _, err := r.evaluate(work, &st, sets, metrics, log, sched.LR(st.Step)); err != nil {
 			return sum, err
 		}
 		st.EvaluatedStep = st.Step

@@ -21,7 +21,6 @@ var myptFlagHints = map[string]map[string]string{
 		"amp_dtype":           "mypt picks the compute dtype with --precision auto|fp32|bf16; the config keys use_amp/amp_dtype are accepted and ignored",
 		"tokenization":        "mypt train takes the tokenizer from the dataset's tokenizer_state.json (choose it with mypt prepare --tokenization); drop the flag",
 		"input_file":          "prepare the text first with mypt prepare --text FILE --output_dir DIR, then train with --dataset DIR",
-		"eval_dataset_dir":    "extra eval sets are not supported yet; evaluate a run with mypt generate on RUN/best",
 		"block_size":          "MyPT ignores its architecture flags too (the config file decides); set block_size in the --config JSON, or MYPT_BLOCK_SIZE=N",
 		"n_embd":              "MyPT ignores its architecture flags too (the config file decides); set n_embd in the --config JSON, or MYPT_N_EMBD=N",
 		"n_head":              "MyPT ignores its architecture flags too (the config file decides); set n_head in the --config JSON, or MYPT_N_HEAD=N",

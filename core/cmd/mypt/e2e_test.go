@@ -293,3 +293,37 @@ func TestInterruptSavesAndExitsCleanly(t *testing.T) {
 		t.Fatalf("resume after interrupt: %s", res)
 	}
 }
+
+// TestEvalDatasetDir: MyPT's --eval_dataset_dir DIR is the eval set
+// "general" (a relative DIR is relative to the working directory), logged as
+// eval_general in metrics.jsonl and on the eval log line; a directory that
+// is not a prepared dataset stops the run at start, naming the set.
+func TestEvalDatasetDir(t *testing.T) {
+	data, cfg := prepareTiny(t)
+	work := t.TempDir()
+	runMypt(t, "prepare", "--input", "../../../configs/data/chat_demo.jsonl", "--output", filepath.Join(work, "evaldata"),
+		"--tokenization", "gpt2", "--val_split", "0.2", "--seed", "7")
+	out, ok := myptIn(t, work, "train", "--config", cfg, "--dataset", data, "--output", "run", "--max_iters", "2",
+		"--eval_dataset_dir", "evaldata", "--no-progress", "--log-level", "info")
+	if !ok || !strings.Contains(out, "eval_general=") {
+		t.Fatalf("train --eval_dataset_dir: %s", out)
+	}
+	var evals int
+	for _, m := range readMetrics[map[string]any](t, filepath.Join(work, "run", "metrics.jsonl")) {
+		if m["event"] != "eval" {
+			continue
+		}
+		evals++
+		if g, ok := m["eval_general"].(float64); !ok || !(g > 0) || g == m["val_loss"] {
+			t.Errorf("eval at step %v: eval_general = %v (val_loss %v)", m["step"], m["eval_general"], m["val_loss"])
+		}
+	}
+	if evals != 2 {
+		t.Fatalf("%d eval events, want 2 (steps 0 and 2)", evals)
+	}
+	out, ok = myptIn(t, work, "train", "--config", cfg, "--dataset", data, "--output", "run2", "--max_iters", "2",
+		"--eval_dataset_dir", "missing", "--no-progress")
+	if ok || !strings.Contains(out, `eval set "general" (missing)`) {
+		t.Fatalf("--eval_dataset_dir missing: ok=%v\n%s", ok, out)
+	}
+}

@@ -23,7 +23,7 @@ import (
 func newTrainCmd() *cobra.Command {
 	var (
 		configFile, datasetDir, outDir, initFrom, backend string
-		modelName                                         string
+		modelName, evalDatasetDir                         string
 		stopAfter                                         int
 		noProgress                                        bool
 	)
@@ -35,7 +35,12 @@ then the --config file (MyPT JSON configs load as they are), then MYPT_<KEY>
 environment variables, then the flags below.
 
 The output directory holds latest/ (resumed from when the same command runs
-again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
+again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.
+
+Extra eval sets (MyPT's eval_sets config object, name → prepared dataset
+directory, and --eval_dataset_dir DIR, the set "general") are evaluated on
+their val split at every eval and logged as eval_<name>; the best checkpoint
+and early stopping still follow the main val loss.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if modelName != "" {
@@ -53,6 +58,11 @@ again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
 			cfg, err := loadConfig(cmd.Flags(), configFile)
 			if err != nil {
 				return err
+			}
+			if cmd.Flags().Changed("eval_dataset_dir") {
+				if cfg, err = addGeneralEvalSet(cfg, evalDatasetDir); err != nil {
+					return err
+				}
 			}
 			ds, err := dataset.Open(datasetDir)
 			if err != nil {
@@ -109,6 +119,7 @@ again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.`,
 	f.StringVar(&backend, "backend", "cpu", "backend plugin: a NAME (mypt-backend-NAME) or a path")
 	f.IntVar(&stopAfter, "stop-after", 0, "save and stop after this many steps in this invocation (0: run to max_iters)")
 	f.BoolVar(&noProgress, "no-progress", false, "do not draw the progress bar")
+	f.StringVar(&evalDatasetDir, "eval_dataset_dir", "", `extra eval set "general" (MyPT's flag): a prepared dataset whose val split is evaluated at every eval and logged as eval_general`)
 	addConfigFlags(f)
 	// MyPT's spellings (--init_from_model takes a path, or a name under
 	// checkpoints/ as in MyPT).
@@ -137,6 +148,25 @@ func loadConfig(flags *pflag.FlagSet, file string) (config.Config, error) {
 		reason, level := config.IgnoredKey(key)
 		slog.Log(context.Background(), level, "config key accepted and ignored", "key", key, "why", reason)
 	}
+	return cfg, nil
+}
+
+// addGeneralEvalSet adds MyPT's --eval_dataset_dir DIR to the config's eval
+// sets under the name "general", as MyPT registers it; the flag wins over a
+// "general" set in the config file.
+func addGeneralEvalSet(cfg config.Config, dir string) (config.Config, error) {
+	if dir == "" {
+		return cfg, errors.New("--eval_dataset_dir: give a prepared dataset directory")
+	}
+	sets := make(map[string]string, len(cfg.EvalSets)+1)
+	for name, d := range cfg.EvalSets {
+		sets[name] = d
+	}
+	if old, ok := sets["general"]; ok && old != dir {
+		slog.Info("--eval_dataset_dir replaces the config's eval set \"general\"", "config", old, "flag", dir)
+	}
+	sets["general"] = dir
+	cfg.EvalSets = sets
 	return cfg, nil
 }
 
