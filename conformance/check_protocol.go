@@ -785,6 +785,14 @@ func checkUndeclared(c *chk) {
 	if !c.has(pb.Feature_FEATURE_NEFTUNE) {
 		configure("neftune_alpha 5 (FEATURE_NEFTUNE undeclared)", func(r *pb.ConfigureRequest) { r.Model.NeftuneAlpha = 5 })
 	}
+	if !c.has(pb.Feature_FEATURE_FROZEN_PARAMS) {
+		req := &pb.ConfigureRequest{Model: g.Spec(), Optimizer: g.OptimizerSpec(),
+			Precision: &pb.Precision{ParamDtype: pb.DType_DTYPE_F32, ComputeDtype: c.s.primary}}
+		freezeMod(req)
+		_, err := b.Configure(c.ctx, req)
+		c.expectErr("Configure with frozen parameters (FEATURE_FROZEN_PARAMS undeclared)", err, "", codes.Unimplemented)
+		asked = append(asked, "frozen parameters")
+	}
 	c.openCase(b, g, c.s.primary)
 	if !c.has(pb.Feature_FEATURE_PACKED_SEGMENTS) {
 		batch := g.NewBatch()

@@ -10,7 +10,7 @@ import (
 )
 
 // semanticsChecks are the behaviours the golden numbers alone do not pin
-// down: loss masks, packing, gradient accumulation and the KV cache.
+// down: loss masks, packing, frozen parameters, gradient accumulation and the KV cache.
 func (s *suite) semanticsChecks(d pb.DType) []check {
 	l := dtypeLabel(d)
 	out := []check{
@@ -19,6 +19,7 @@ func (s *suite) semanticsChecks(d pb.DType) []check {
 		{"lossmask/" + l + "/packed-sum-of-episodes", func(c *chk) { maskPackedSum(c, d) }},
 		{"lossmask/" + l + "/eot-target-trained", func(c *chk) { maskEOT(c, d) }},
 		{"packing/" + l + "/segment-isolation", func(c *chk) { packingIsolation(c, d) }},
+		{"frozen/" + l + "/first-block-and-embeddings", func(c *chk) { frozenParams(c, d) }},
 	}
 	for _, g := range s.golden {
 		out = append(out, check{"accumulation/" + l + "/" + g.Case, func(c *chk) { accumulation(c, g, d) }})

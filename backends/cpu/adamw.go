@@ -28,8 +28,17 @@ func gradNorm(p *pool, g []float32, partial []float64) float64 {
 
 // step clips the gradients to clipNorm (≤ 0: no clipping) like
 // torch.nn.utils.clip_grad_norm_, applies one AdamW step with decoupled weight decay on the
-// slots marked for decay, and zeroes the gradients. It returns the norm before clipping.
+// slots marked for decay, and zeroes the gradients. Frozen slots (requires_grad=False in
+// MyPT) take no part: their gradients are zeroed first, so they are not in the norm, and
+// their parameters and moments are left as they are. It returns the norm before clipping.
 func (o *optimizer) step(p *pool, lay *modelspec.Layout, params, grads []float32, lr, wd, clipNorm float64, partial []float64) float64 {
+	if lay.AnyFrozen {
+		for _, s := range lay.Params {
+			if s.Frozen {
+				clear(grads[s.Offset : s.Offset+s.Size])
+			}
+		}
+	}
 	norm := gradNorm(p, grads, partial)
 	gscale := float32(1)
 	if clipNorm > 0 {
@@ -45,6 +54,9 @@ func (o *optimizer) step(p *pool, lay *modelspec.Layout, params, grads []float32
 	b1, b2, eps := float32(o.beta1), float32(o.beta2), float32(o.eps)
 	c := adamConsts{gscale: gscale, b1: b1, c1: 1 - b1, b2: b2, c2: 1 - b2, bc2Sqrt: bc2Sqrt, eps: eps, stepSize: stepSize}
 	for _, s := range lay.Params {
+		if s.Frozen {
+			continue
+		}
 		c.decay = 1
 		if s.Decay {
 			c.decay = float32(1 - lr*wd)

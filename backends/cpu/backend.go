@@ -77,7 +77,7 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 			ComputeDtypes: []pb.DType{pb.DType_DTYPE_F32},
 			Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
 				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
-				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE,
+				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_FROZEN_PARAMS,
 				// Work is split by sizes and the fixed thread count only, and every
 				// reduction runs in a fixed order, so results are bit-identical
 				// run to run (for the same thread count).

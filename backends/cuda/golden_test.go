@@ -17,6 +17,7 @@ func TestGoldenAccumulation(t *testing.T)    { goldenSuite.Accumulation(t) }
 func TestGoldenAdamW(t *testing.T)           { goldenSuite.AdamW(t) }
 func TestGoldenTrajectory(t *testing.T)      { goldenSuite.Trajectory(t) }
 func TestZeroWeights(t *testing.T)           { goldenSuite.ZeroWeights(t) }
+func TestFrozen(t *testing.T)                { goldenSuite.Frozen(t) }
 
 // newGoldenBackend is a fake-device backend configured for g with its initial parameters.
 func newGoldenBackend(t testing.TB, g *golden.Case) *Backend {

@@ -500,8 +500,17 @@ func (m *model) gradNorm() (float64, error) {
 }
 
 // adamStep clips and applies one AdamW step (steps is the step number after this one),
-// zeroing the gradients; consecutive tensors with the same decay share a launch.
+// zeroing the gradients; consecutive tensors with the same decay share a launch. Frozen
+// tensors' gradients are zeroed first (so they are not in the norm) and they get no
+// update: their parameters and moments stay as they are.
 func (m *model) adamStep(o optimizer, steps uint64, lr, wd, clip float64) (float64, error) {
+	if m.lay.AnyFrozen {
+		for _, p := range m.lay.Params {
+			if p.Frozen {
+				m.q.zero(m.grads.F32(p.Offset), 4*p.Size)
+			}
+		}
+	}
 	norm, err := m.gradNorm()
 	if err != nil {
 		return 0, err
@@ -518,8 +527,12 @@ func (m *model) adamStep(o optimizer, steps uint64, lr, wd, clip float64) (float
 	slots := m.lay.Params
 	for i := 0; i < len(slots); {
 		j := i
-		for j < len(slots) && slots[j].Decay == slots[i].Decay {
+		for j < len(slots) && slots[j].Decay == slots[i].Decay && slots[j].Frozen == slots[i].Frozen {
 			j++
+		}
+		if slots[i].Frozen {
+			i = j
+			continue
 		}
 		off, cnt := slots[i].Offset, slots[j-1].Offset+slots[j-1].Size-slots[i].Offset
 		decay := float32(1)

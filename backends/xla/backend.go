@@ -114,7 +114,7 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 	}
 	features := []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
 		pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
-		pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE}
+		pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_FROZEN_PARAMS}
 	if eng.deterministic {
 		features = append(features, pb.Feature_FEATURE_DETERMINISTIC)
 	}

@@ -112,10 +112,25 @@ func (pr *programs) trainGraph(in []*Node) []*Node {
 	logits := pr.n.forward(pr.n.weights(ps), tokens, pi, bias, nil, d)
 	ce := crossEntropy(logits, targets)
 	loss := Mul(ReduceAllSum(Mul(ce, weights)), scale)
-	grads := Gradient(loss, ps...)
+	// Frozen parameters get no gradient: their accumulators pass through (zero).
+	var trainable []*Node
+	for i, prm := range pr.n.lay.Params {
+		if !prm.Frozen {
+			trainable = append(trainable, ps[i])
+		}
+	}
+	var grads []*Node
+	if len(trainable) > 0 {
+		grads = Gradient(loss, trainable...)
+	}
 	out := []*Node{ce}
-	for i, g := range grads {
-		out = append(out, Add(gs[i], g))
+	for i, prm := range pr.n.lay.Params {
+		if prm.Frozen {
+			out = append(out, gs[i])
+			continue
+		}
+		out = append(out, Add(gs[i], grads[0]))
+		grads = grads[1:]
 	}
 	return out
 }
@@ -152,20 +167,21 @@ const (
 // optGraph: params…, grads…, m…, v…, hyper [numHyper] f32, clip_norm f64 → params'…, m'…,
 // v'…, zero grads…, global grad norm (f64, before clipping). It is torch's
 // clip_grad_norm_ followed by AdamW, element for element as backends/cpu computes it.
+// Frozen parameters are baked in like the decay flags: left out of the norm, and their
+// parameters and moments pass through unchanged.
 func (pr *programs) optGraph(in []*Node) []*Node {
 	np := len(pr.n.lay.Params)
 	ps, gs, ms, vs := in[:np], in[np:2*np], in[2*np:3*np], in[3*np:4*np]
 	hyper, clip := in[4*np], in[4*np+1]
 	g := hyper.Graph()
 	h := func(i int) *Node { return Reshape(Slice(hyper, AxisRange(i, i+1))) }
-	var sumSq *Node
-	for _, gr := range gs {
-		s := ReduceAllSum(Square(ConvertDType(gr, dtypes.Float64)))
-		if sumSq == nil {
-			sumSq = s
-		} else {
-			sumSq = Add(sumSq, s)
+	sumSq := ScalarZero(g, dtypes.Float64)
+	for i, gr := range gs {
+		if pr.n.lay.Params[i].Frozen {
+			continue
 		}
+		s := ReduceAllSum(Square(ConvertDType(gr, dtypes.Float64)))
+		sumSq = Add(sumSq, s)
 	}
 	norm := Sqrt(sumSq)
 	coef := Div(clip, AddScalar(norm, 1e-6))
@@ -176,6 +192,10 @@ func (pr *programs) optGraph(in []*Node) []*Node {
 	bc2Sqrt, eps, stepSize, decay := h(hBC2Sqrt), h(hEps), h(hStepSize), h(hDecay)
 	outP, outM, outV, outG := make([]*Node, np), make([]*Node, np), make([]*Node, np), make([]*Node, np)
 	for i, prm := range pr.n.lay.Params {
+		if prm.Frozen {
+			outP[i], outM[i], outV[i], outG[i] = ps[i], ms[i], vs[i], ZerosLike(gs[i])
+			continue
+		}
 		gi := Mul(gs[i], gscale)
 		m := Add(Mul(b1, ms[i]), Mul(c1, gi))
 		v := Add(Mul(b2, vs[i]), Mul(c2, Square(gi)))

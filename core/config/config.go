@@ -65,6 +65,12 @@ type Config struct {
 	GradClip       float64 `koanf:"grad_clip" json:"grad_clip"`
 	WeightDecay    float64 `koanf:"weight_decay" json:"weight_decay"`
 	GradAccumSteps int     `koanf:"grad_accum_steps" json:"grad_accum_steps"`
+	// FreezeLayers freezes the first N transformer blocks and FreezeEmbeddings the
+	// token and position embedding tables (with tied weights also lm_head.weight, the
+	// same tensor), as MyPT sets requires_grad=False: no gradient norm share, no AdamW
+	// update, no weight decay. Needs a backend declaring FEATURE_FROZEN_PARAMS.
+	FreezeLayers     int  `koanf:"freeze_layers" json:"freeze_layers"`
+	FreezeEmbeddings bool `koanf:"freeze_embeddings" json:"freeze_embeddings"`
 
 	// mypt's own.
 	Seed              int64   `koanf:"seed" json:"seed"` // initialisation and dropout
@@ -127,8 +133,6 @@ var acceptedIgnored = map[string]ignoredKey{
 	"eval_seed":                 {"evals (val and eval_sets) draw from a fixed sequential order, no reseeding needed", slog.LevelDebug},
 	"log_file":                  {"metrics go to <output>/metrics.jsonl", slog.LevelInfo},
 	"terminal_log_file":         {"redirect the terminal instead (2>&1 | tee FILE)", slog.LevelInfo},
-	"freeze_layers":             {"layer freezing is not supported yet: every layer is trained", slog.LevelWarn},
-	"freeze_embeddings":         {"layer freezing is not supported yet: the embeddings are trained", slog.LevelWarn},
 	"curriculum":                {"curricula are not supported yet: only --dataset is trained on", slog.LevelWarn},
 	"gold_selection":            {"the best checkpoint (<output>/best) is kept by val loss, MyPT's default strategy", slog.LevelInfo},
 	"token_accuracy_saturation": {"masked-token accuracy is logged; no saturation flags", slog.LevelInfo},

@@ -130,7 +130,7 @@ func TestIgnoredKeysSayWhy(t *testing.T) {
 		}
 	}
 	for key, want := range map[string]slog.Level{
-		"freeze_layers": slog.LevelWarn, "curriculum": slog.LevelWarn, "eval_seed": slog.LevelDebug,
+		"curriculum": slog.LevelWarn, "eval_seed": slog.LevelDebug,
 		"log_file": slog.LevelInfo, "save_dtype": slog.LevelInfo,
 		"use_amp": slog.LevelDebug, "name": slog.LevelDebug, "comment_note": slog.LevelDebug,
 	} {
@@ -140,9 +140,38 @@ func TestIgnoredKeysSayWhy(t *testing.T) {
 	}
 	p := writeConfig(t, `{"freeze_layers": 4, "curriculum": {"phases": []}, "n_layer": 6}`)
 	_, ignored, err := Load(Sources{File: p})
-	if err != nil || strings.Join(ignored, ",") != "curriculum,freeze_layers" {
+	if err != nil || strings.Join(ignored, ",") != "curriculum" {
 		t.Fatalf("ignored = %v, err %v", ignored, err)
 	}
+}
+
+// TestFreezeKeys checks that MyPT's freeze_layers and freeze_embeddings load (they are
+// acted on, not ignored) and that freeze_layers is range-checked against n_layer.
+func TestFreezeKeys(t *testing.T) {
+	cfg, ignored, err := Load(Sources{File: writeConfig(t, `{"freeze_layers": 2, "freeze_embeddings": true, "n_layer": 6}`)})
+	if err != nil || len(ignored) != 0 || cfg.FreezeLayers != 2 || !cfg.FreezeEmbeddings {
+		t.Fatalf("freeze_layers %d, freeze_embeddings %v, ignored %v, err %v", cfg.FreezeLayers, cfg.FreezeEmbeddings, ignored, err)
+	}
+	if d := Default(); d.FreezeLayers != 0 || d.FreezeEmbeddings {
+		t.Errorf("defaults freeze: %d %v", d.FreezeLayers, d.FreezeEmbeddings)
+	}
+	if cfg, err := loadJSON(t, `{"freeze_layers": 6, "n_layer": 6}`); err != nil || cfg.FreezeLayers != 6 {
+		t.Errorf("freeze_layers = n_layer: %v", err)
+	}
+	for _, bad := range []string{`{"freeze_layers": 7, "n_layer": 6}`, `{"freeze_layers": -1}`} {
+		if _, err := loadJSON(t, bad); err == nil || !strings.Contains(err.Error(), "freeze_layers:") {
+			t.Errorf("%s: err %v, want a freeze_layers range error", bad, err)
+		}
+	}
+	if cfg, _, err := Load(Sources{Environ: []string{"MYPT_FREEZE_LAYERS=3", "MYPT_FREEZE_EMBEDDINGS=true"}}); err != nil || cfg.FreezeLayers != 3 || !cfg.FreezeEmbeddings {
+		t.Errorf("environment: %d %v %v", cfg.FreezeLayers, cfg.FreezeEmbeddings, err)
+	}
+}
+
+func loadJSON(t *testing.T, js string) (Config, error) {
+	t.Helper()
+	cfg, _, err := Load(Sources{File: writeConfig(t, js)})
+	return cfg, err
 }
 
 // TestEvalSets loads MyPT's eval_sets object (the current Phase 3 config's

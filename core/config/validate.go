@@ -61,6 +61,9 @@ func (c *Config) Validate() error {
 	if c.SaveEvery < 0 {
 		bad("save_every", "must be ≥ 0 (0 saves at every eval), got %d", c.SaveEvery)
 	}
+	if c.FreezeLayers < 0 || c.NLayer >= 1 && c.FreezeLayers > c.NLayer {
+		bad("freeze_layers", "must be in [0, n_layer=%d] (the number of leading transformer blocks to freeze), got %d", c.NLayer, c.FreezeLayers)
+	}
 	if c.EarlyStopPatience < 0 {
 		bad("early_stopping_patience", "must be ≥ 0 (0 disables), got %d", c.EarlyStopPatience)
 	}

@@ -10,6 +10,8 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/mypt/mypt/core/config"
@@ -31,8 +33,10 @@ type Param struct {
 	Name  string
 	Shape []int64
 	Decay bool // decoupled weight decay applies
-	Init  Init
-	Std   float64 // for InitNormal
+	// Frozen: not trained (MyPT's requires_grad=False); see Spec.Freeze.
+	Frozen bool
+	Init   Init
+	Std    float64 // for InitNormal
 }
 
 // Numel returns the number of scalars in p.
@@ -157,6 +161,46 @@ func (s Spec) NumParams() (total, decay int64) {
 	return total, decay
 }
 
+// Freeze returns s with MyPT's freeze_layers and freeze_embeddings applied: the tensors of
+// the first layers transformer blocks ("blocks.<l>." with l < layers) and, with embeddings,
+// token_embedding_table.weight and position_embedding_table.weight are Frozen; every other
+// tensor is not. MyPT sets requires_grad=False on them, so they get no gradient-norm share,
+// no AdamW update and no weight decay. With tied weights lm_head.weight is
+// token_embedding_table.weight, so freezing the embeddings freezes the output projection
+// too (as in MyPT, where they are one Parameter); lm_head.bias stays trainable.
+func (s Spec) Freeze(layers int, embeddings bool) Spec {
+	ps := slices.Clone(s.Params)
+	for i := range ps {
+		ps[i].Frozen = frozen(ps[i].Name, layers, embeddings)
+	}
+	s.Params = ps
+	return s
+}
+
+func frozen(name string, layers int, embeddings bool) bool {
+	if name == "token_embedding_table.weight" || name == "position_embedding_table.weight" {
+		return embeddings
+	}
+	rest, ok := strings.CutPrefix(name, "blocks.")
+	if !ok {
+		return false
+	}
+	idx, _, _ := strings.Cut(rest, ".")
+	l, err := strconv.Atoi(idx)
+	return err == nil && l < layers
+}
+
+// FrozenParams counts the scalars of Frozen tensors.
+func (s Spec) FrozenParams() int64 {
+	var n int64
+	for _, p := range s.Params {
+		if p.Frozen {
+			n += p.Numel()
+		}
+	}
+	return n
+}
+
 // Proto returns the ModelSpec sent to backends.
 func (s Spec) Proto() *pb.ModelSpec {
 	m := &pb.ModelSpec{
@@ -179,7 +223,7 @@ func (s Spec) Proto() *pb.ModelSpec {
 		m.NormType = pb.NormType_NORM_TYPE_RMSNORM
 	}
 	for _, p := range s.Params {
-		m.Params = append(m.Params, &pb.ParamSpec{Name: p.Name, Shape: p.Shape, Dtype: pb.DType_DTYPE_F32, WeightDecay: p.Decay})
+		m.Params = append(m.Params, &pb.ParamSpec{Name: p.Name, Shape: p.Shape, Dtype: pb.DType_DTYPE_F32, WeightDecay: p.Decay, Frozen: p.Frozen})
 	}
 	return m
 }

@@ -109,3 +109,53 @@ func TestNamesAndInit(t *testing.T) {
 		t.Fatal("init is not a pure function of (seed, name)")
 	}
 }
+
+// TestFreeze checks MyPT's freeze_layers / freeze_embeddings: the first N blocks and the
+// embedding tables are frozen (with tied weights that is lm_head.weight too, one tensor),
+// nothing else, and the flags reach the ModelSpec sent to backends.
+func TestFreeze(t *testing.T) {
+	cfg := config.Default()
+	cfg.NLayer, cfg.NEmbd, cfg.NHead, cfg.VocabSize, cfg.BlockSize = 12, 16, 2, 50, 8
+	for _, tied := range []bool{true, false} {
+		cfg.TieWeights = tied
+		base := NewSpec(cfg)
+		s := base.Freeze(2, true)
+		var frozenN int64
+		for i, p := range s.Params {
+			want := strings.HasPrefix(p.Name, "blocks.0.") || strings.HasPrefix(p.Name, "blocks.1.") ||
+				p.Name == "token_embedding_table.weight" || p.Name == "position_embedding_table.weight"
+			if p.Frozen != want {
+				t.Errorf("tied %v: %s frozen %v, want %v", tied, p.Name, p.Frozen, want)
+			}
+			if base.Params[i].Frozen {
+				t.Errorf("Freeze changed the receiver: %s", p.Name)
+			}
+			if pr := s.Proto().Params[i]; pr.Frozen != want || pr.Name != p.Name {
+				t.Errorf("Proto: %s frozen %v, want %v", pr.Name, pr.Frozen, want)
+			}
+			if want {
+				frozenN += p.Numel()
+			}
+		}
+		if got := s.FrozenParams(); got != frozenN || got == 0 {
+			t.Errorf("FrozenParams = %d, want %d", got, frozenN)
+		}
+		// blocks.10 and blocks.11 must not match a "blocks.1" prefix test.
+		for _, p := range base.Freeze(1, false).Params {
+			if p.Frozen != strings.HasPrefix(p.Name, "blocks.0.") {
+				t.Errorf("freeze_layers 1: %s frozen %v", p.Name, p.Frozen)
+			}
+		}
+		if n := base.Freeze(0, false).FrozenParams(); n != 0 {
+			t.Errorf("no freezing: %d frozen", n)
+		}
+		if n := base.Freeze(0, true).FrozenParams(); n != int64(cfg.VocabSize+cfg.BlockSize)*int64(cfg.NEmbd) {
+			t.Errorf("freeze_embeddings only: %d frozen", n)
+		}
+		for _, p := range base.Freeze(12, true).Params {
+			if lm := strings.HasPrefix(p.Name, "lm_head.") || strings.HasPrefix(p.Name, "ln_f."); p.Frozen == lm {
+				t.Errorf("everything frozen: %s frozen %v", p.Name, p.Frozen)
+			}
+		}
+	}
+}

@@ -168,10 +168,11 @@ func describeTokenizer(t *tokenizer.Tokenizer) string {
 }
 
 // evaluate measures the val loss and masked-token accuracy, then each extra
-// eval set's loss (evalSplit for all of them), logs them, keeps the best
-// checkpoint and applies early stopping — both by the main val loss only.
+// eval set's loss (evalSplit for all of them), generates the eval prompts
+// (evalgen.go), logs them, keeps the best checkpoint and applies early
+// stopping — both by the main val loss only.
 // It returns a non-empty reason when training should stop.
-func (r *Run) evaluate(ctx context.Context, st *state, sets []evalSet, m *metricsFile, log *slog.Logger, lr float64) (string, error) {
+func (r *Run) evaluate(ctx context.Context, st *state, sets []evalSet, gen *evalGen, m *metricsFile, log *slog.Logger, lr float64) (string, error) {
 	cfg := r.Config
 	if r.Data.Val == nil || r.Data.Val.Empty() {
 		log.Warn("no validation data: skipping eval, eval_sets included (the best checkpoint and early stopping need val data)", "step", st.Step)
@@ -194,6 +195,12 @@ func (r *Run) evaluate(ctx context.Context, st *state, sets []evalSet, m *metric
 		}
 		setLoss[i] = sr.loss()
 	}
+	var genRes *genResult
+	if gen != nil {
+		if genRes, err = gen.run(ctx, r, st.Step); err != nil {
+			return "", fmt.Errorf("eval at step %d: %w", st.Step, err)
+		}
+	}
 	improved := valLoss < st.BestValLoss
 	if improved {
 		st.BestValLoss, st.EvalsNoGain = valLoss, 0
@@ -214,11 +221,17 @@ func (r *Run) evaluate(ctx context.Context, st *state, sets []evalSet, m *metric
 		attrs = append(attrs, evalSetKey(s.name), fmt.Sprintf("%.4f", setLoss[i]))
 	}
 	attrs = append(attrs, "lr", fmt.Sprintf("%.2e", lr), "best", improved)
+	if genRes != nil {
+		genRes.addTo(event)
+	}
 	m.write(event)
 	if err := writeLossPlot(filepath.Join(r.OutDir, "metrics.jsonl"), filepath.Join(r.OutDir, "loss.png")); err != nil {
 		log.Warn("loss plot not updated", "err", err)
 	}
 	log.Info("eval", attrs...)
+	if genRes != nil {
+		genRes.log(log)
+	}
 	if improved {
 		if err := r.saveCheckpoint(context.WithoutCancel(ctx), filepath.Join(r.OutDir, "best"), st); err != nil {
 			return "", fmt.Errorf("save best checkpoint at step %d: %w", st.Step, err)

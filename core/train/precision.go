@@ -41,11 +41,30 @@ func ComputeDType(ctx context.Context, b sdk.Backend, precision string) (pb.DTyp
 	return 0, fmt.Errorf("precision %q: want auto, fp32 or bf16", precision)
 }
 
-// ConfigureRequest is the Configure call a run makes: the model, AdamW's betas and eps, fp32
-// master weights with the resolved compute dtype, the seed and the largest batch shape.
+// CheckFreezing refuses a config that freezes parameters (freeze_layers, freeze_embeddings)
+// when the backend does not declare FEATURE_FROZEN_PARAMS, rather than letting Configure
+// fail with the backend's UNIMPLEMENTED.
+func CheckFreezing(ctx context.Context, b sdk.Backend, cfg config.Config) error {
+	if cfg.FreezeLayers == 0 && !cfg.FreezeEmbeddings {
+		return nil
+	}
+	info, err := b.GetInfo(ctx)
+	if err != nil {
+		return fmt.Errorf("backend info: %w", err)
+	}
+	if !slices.Contains(info.GetCapabilities().GetFeatures(), pb.Feature_FEATURE_FROZEN_PARAMS) {
+		return fmt.Errorf("freeze_layers %d / freeze_embeddings %v: backend %s does not support frozen parameters (it does not declare FEATURE_FROZEN_PARAMS); use another backend or drop the freeze keys",
+			cfg.FreezeLayers, cfg.FreezeEmbeddings, info.GetName())
+	}
+	return nil
+}
+
+// ConfigureRequest is the Configure call a run makes: the model with the config's frozen
+// tensors marked (freeze_layers, freeze_embeddings), AdamW's betas and eps, fp32 master
+// weights with the resolved compute dtype, the seed and the largest batch shape.
 func ConfigureRequest(cfg config.Config, spec model.Spec, compute pb.DType) *pb.ConfigureRequest {
 	return &pb.ConfigureRequest{
-		Model:        spec.Proto(),
+		Model:        spec.Freeze(cfg.FreezeLayers, cfg.FreezeEmbeddings).Proto(),
 		Optimizer:    &pb.OptimizerSpec{Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.AdamEps},
 		Precision:    &pb.Precision{ParamDtype: pb.DType_DTYPE_F32, ComputeDtype: compute},
 		Seed:         uint64(cfg.Seed),

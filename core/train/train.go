@@ -9,7 +9,8 @@
 //
 //	latest/         the newest checkpoint (resumed from when the run restarts)
 //	best/           the checkpoint with the lowest val loss so far
-//	metrics.jsonl   one JSON object per step and per eval (eval_<name> per eval set)
+//	metrics.jsonl   one JSON object per step and per eval (eval_<name> per eval set,
+//	                gen/gen_nocache with eval prompts)
 //	loss.png        train, val and eval-set losses, redrawn at every eval
 //	events.out.tfevents.*   the same metrics for TensorBoard (tensorboard --logdir RUN)
 package train
@@ -49,7 +50,12 @@ type Run struct {
 	// StopAfter ends this invocation after that many optimizer steps,
 	// saving a checkpoint as on SIGINT (0 = run to max_iters).
 	StopAfter int
-	Log       *slog.Logger
+	// EvalPromptsFile is MyPT's --eval_prompts_file: JSON {"prompts":
+	// {name: prompt}} generated greedily at every eval, with and without the
+	// KV cache ("" = none). EvalMaxNewTokens caps each generation (0 = 64).
+	EvalPromptsFile  string
+	EvalMaxNewTokens int
+	Log              *slog.Logger
 	// Progress receives the progress bar; nil for none.
 	Progress io.Writer
 }
@@ -95,7 +101,12 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	// Extra eval sets are checked before anything is created or trained.
+	// Eval prompts and extra eval sets are checked before anything is
+	// created or trained.
+	gen, err := r.loadEvalPrompts(context.WithoutCancel(ctx), log)
+	if err != nil {
+		return nil, err
+	}
 	sets, err := r.openEvalSets()
 	if err != nil {
 		return nil, err
@@ -113,6 +124,9 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	log.Info("precision", "config", cfg.Precision, "compute", compute.String(), "params", "F32")
+	if err := CheckFreezing(context.WithoutCancel(ctx), r.Backend, cfg); err != nil {
+		return nil, err
+	}
 	if _, err := r.Backend.Configure(context.WithoutCancel(ctx), ConfigureRequest(cfg, r.Spec, compute)); err != nil {
 		return nil, fmt.Errorf("configure backend: %w", err)
 	}
@@ -205,7 +219,7 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 			break
 		}
 		if st.Step%cfg.EvalInterval == 0 && st.EvaluatedStep != st.Step {
-			stop, err := r.evaluate(work, &st, sets, metrics, log, sched.LR(st.Step))
+			stop, err := r.evaluate(work, &st, sets, gen, metrics, log, sched.LR(st.Step))
 			if err != nil {
 				return sum, err
 			}
@@ -253,7 +267,7 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 		bar.update(st.Step, loss, lr, float64(tokens)/dt)
 	}
 	if sum.Stopped == "" {
-		if _, err := r.evaluate(work, &st, sets, metrics, log, sched.LR(st.Step)); err != nil {
+		if _, err := r.evaluate(work, &st, sets, gen, metrics, log, sched.LR(st.Step)); err != nil {
 			return sum, err
 		}
 		st.EvaluatedStep = st.Step

@@ -181,6 +181,9 @@ type Param struct {
 	Offset, Size int
 	// Decay says whether AdamW applies weight decay to the tensor.
 	Decay bool
+	// Frozen says the tensor is not trained (ParamSpec.frozen): no AdamW update, no
+	// weight decay, not part of the gradient norm.
+	Frozen bool
 }
 
 // Layout is the host's parameter list, checked against an architecture.
@@ -189,7 +192,9 @@ type Layout struct {
 	Params []Param
 	// Total is the element count of all parameters: the flat buffer's length.
 	Total int
-	index map[string]int
+	// AnyFrozen says whether some parameter is Frozen.
+	AnyFrozen bool
+	index     map[string]int
 }
 
 // Index returns the position in Params of the tensor called name.
@@ -231,8 +236,9 @@ func NewLayout(a Arch, params []*pb.ParamSpec) (*Layout, error) {
 			n *= int(s)
 		}
 		lay.index[p.Name] = len(lay.Params)
-		lay.Params = append(lay.Params, Param{Name: p.Name, Shape: slices.Clone(p.Shape), Offset: lay.Total, Size: n, Decay: p.WeightDecay})
+		lay.Params = append(lay.Params, Param{Name: p.Name, Shape: slices.Clone(p.Shape), Offset: lay.Total, Size: n, Decay: p.WeightDecay, Frozen: p.Frozen})
 		lay.Total += n
+		lay.AnyFrozen = lay.AnyFrozen || p.Frozen
 	}
 	for _, d := range tensors {
 		if _, ok := lay.index[d.Name]; !ok {
@@ -240,6 +246,22 @@ func NewLayout(a Arch, params []*pb.ParamSpec) (*Layout, error) {
 		}
 	}
 	return lay, nil
+}
+
+// CheckFrozen is the check every backend makes on ParamSpec.frozen: a backend that does
+// not declare FEATURE_FROZEN_PARAMS (supported false) must refuse a parameter list with a
+// frozen tensor rather than silently train it. The error is sdk.Unimplemented naming
+// the first frozen tensor's field ("model.params[3].frozen") and name.
+func CheckFrozen(params []*pb.ParamSpec, supported bool) error {
+	if supported {
+		return nil
+	}
+	for i, p := range params {
+		if p.GetFrozen() {
+			return sdk.Unimplemented(fmt.Sprintf("frozen parameters (FEATURE_FROZEN_PARAMS; model.params[%d].frozen, tensor %q)", i, p.GetName()))
+		}
+	}
+	return nil
 }
 
 // Weights are views of a model's parameters by their role in the network, of whatever

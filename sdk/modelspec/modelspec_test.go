@@ -98,3 +98,30 @@ func TestNewLayout(t *testing.T) {
 		}
 	}
 }
+
+func TestFrozen(t *testing.T) {
+	m := llama(t)
+	a, _ := Validate(m)
+	m.Params[3].Frozen = true
+	lay, err := NewLayout(a, m.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !lay.AnyFrozen || !lay.Params[3].Frozen || lay.Params[2].Frozen {
+		t.Errorf("NewLayout: AnyFrozen %v, params[2] %v, params[3] %v", lay.AnyFrozen, lay.Params[2].Frozen, lay.Params[3].Frozen)
+	}
+	if err := CheckFrozen(m.Params, true); err != nil {
+		t.Errorf("CheckFrozen(supported): %v", err)
+	}
+	err = CheckFrozen(m.Params, false)
+	if sdk.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "model.params[3].frozen") || !strings.Contains(err.Error(), m.Params[3].Name) {
+		t.Errorf("CheckFrozen(unsupported): %v", err)
+	}
+	m.Params[3].Frozen = false
+	if err := CheckFrozen(m.Params, false); err != nil {
+		t.Errorf("CheckFrozen(nothing frozen): %v", err)
+	}
+	if lay, _ := NewLayout(a, m.Params); lay.AnyFrozen {
+		t.Error("AnyFrozen with nothing frozen")
+	}
+}

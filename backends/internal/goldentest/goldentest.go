@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -332,5 +333,63 @@ func (s Suite) ZeroWeights(t *testing.T) {
 				t.Fatalf("%s: NaN after a zero-gradient step", name)
 			}
 		}
+	}
+}
+
+// frozenName is what Frozen freezes: the first block and the embedding tables (MyPT's
+// freeze_layers 1 plus freeze_embeddings; with tied weights lm_head.weight too).
+func frozenName(name string) bool {
+	return strings.HasPrefix(name, "blocks.0.") || name == "token_embedding_table.weight" || name == "position_embedding_table.weight"
+}
+
+// Frozen trains every case's AdamW steps with the first block and the embeddings frozen
+// (ParamSpec.frozen): frozen tensors stay bit-identical with zero moments, the first
+// gradient norm is the norm of the trainable tensors' gradients (read from an unfrozen
+// ForwardBackward), and every trainable tensor moves.
+func (s Suite) Frozen(t *testing.T) {
+	ctx := context.Background()
+	for _, g := range Cases(t) {
+		t.Run(g.Case, func(t *testing.T) {
+			b := s.open(t, g)
+			if _, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: g.GradScale()}); err != nil {
+				t.Fatal(err)
+			}
+			var sum float64
+			for k, v := range State(t, b, pb.TensorRole_TENSOR_ROLE_GRAD) {
+				if !frozenName(strings.TrimPrefix(k, "TENSOR_ROLE_GRAD/")) {
+					for _, x := range v {
+						sum += float64(x) * float64(x)
+					}
+				}
+			}
+			b = Open(t, g, s.New(t), func(r *pb.ConfigureRequest) {
+				for _, p := range r.Model.Params {
+					p.Frozen = frozenName(p.Name)
+				}
+			})
+			_, norms := trainSteps(t, b, g, g.AdamW)
+			if e := RelErr(norms[0], math.Sqrt(sum)); e > s.Tol.LossRtol {
+				t.Errorf("first grad_norm %.9g, want the trainable tensors' %.9g (relative error %.3g)", norms[0], math.Sqrt(sum), e)
+			}
+			st := State(t, b)
+			for _, p := range g.Model.Params {
+				got, init := st["TENSOR_ROLE_PARAM/"+p.Name], g.F32("init."+p.Name)
+				same := slices.EqualFunc(got, init, func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) })
+				if !frozenName(p.Name) {
+					if same {
+						t.Errorf("trainable %s did not move", p.Name)
+					}
+					continue
+				}
+				if !same {
+					t.Errorf("frozen %s moved", p.Name)
+				}
+				for _, role := range []string{"TENSOR_ROLE_ADAM_M/", "TENSOR_ROLE_ADAM_V/"} {
+					if slices.ContainsFunc(st[role+p.Name], func(x float32) bool { return x != 0 }) {
+						t.Errorf("frozen %s: %s not zero", p.Name, role)
+					}
+				}
+			}
+		})
 	}
 }

@@ -23,8 +23,8 @@ import (
 func newTrainCmd() *cobra.Command {
 	var (
 		configFile, datasetDir, outDir, initFrom, backend string
-		modelName, evalDatasetDir                         string
-		stopAfter                                         int
+		modelName, evalDatasetDir, evalPromptsFile        string
+		stopAfter, evalMaxNewTokens                       int
 		noProgress                                        bool
 	)
 	cmd := &cobra.Command{
@@ -40,7 +40,13 @@ again), best/ (lowest val loss) and metrics.jsonl. Ctrl-C saves and exits.
 Extra eval sets (MyPT's eval_sets config object, name → prepared dataset
 directory, and --eval_dataset_dir DIR, the set "general") are evaluated on
 their val split at every eval and logged as eval_<name>; the best checkpoint
-and early stopping still follow the main val loss.`,
+and early stopping still follow the main val loss.
+
+--eval_prompts_file FILE (MyPT's JSON {"prompts": {"name": "prompt text"}},
+prompts used as written, tags included) generates each prompt greedily at
+every eval, up to --eval_max_new_tokens, with the backend's KV cache and by
+full re-forward; metrics.jsonl's eval events carry them as gen and
+gen_nocache, and a difference is logged as CACHE MISMATCH.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if modelName != "" {
@@ -95,6 +101,7 @@ and early stopping still follow the main val loss.`,
 				Config: cfg, Spec: model.NewSpec(cfg), Backend: client, BackendName: backend,
 				Data: ds, TokenizerState: tokState, OutDir: outDir, InitFrom: initFrom,
 				StopAfter: stopAfter, Log: slog.Default(),
+				EvalPromptsFile: evalPromptsFile, EvalMaxNewTokens: evalMaxNewTokens,
 			}
 			if !noProgress {
 				run.Progress = cmd.ErrOrStderr()
@@ -120,6 +127,8 @@ and early stopping still follow the main val loss.`,
 	f.IntVar(&stopAfter, "stop-after", 0, "save and stop after this many steps in this invocation (0: run to max_iters)")
 	f.BoolVar(&noProgress, "no-progress", false, "do not draw the progress bar")
 	f.StringVar(&evalDatasetDir, "eval_dataset_dir", "", `extra eval set "general" (MyPT's flag): a prepared dataset whose val split is evaluated at every eval and logged as eval_general`)
+	f.StringVar(&evalPromptsFile, "eval_prompts_file", "", `JSON {"prompts": {"name": "prompt text"}}: generate each greedily at every eval, with and without the KV cache (metrics: gen, gen_nocache)`)
+	f.IntVar(&evalMaxNewTokens, "eval_max_new_tokens", train.DefaultEvalMaxNewTokens, "tokens to generate at most per eval prompt")
 	addConfigFlags(f)
 	// MyPT's spellings (--init_from_model takes a path, or a name under
 	// checkpoints/ as in MyPT).

@@ -20,6 +20,7 @@ import (
 	"sync"
 
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/modelspec"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -86,6 +87,10 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	params := spec.GetParams()
 	if len(params) != 1 || params[0].GetName() != WeightName {
 		return nil, sdk.InvalidArgument("model.params", "the bigram backend needs exactly one parameter %q", WeightName)
+	}
+	// A backend that does not declare FEATURE_FROZEN_PARAMS refuses frozen tensors.
+	if err := modelspec.CheckFrozen(params, false); err != nil {
+		return nil, err
 	}
 	p := params[0]
 	if len(p.GetShape()) != 2 || p.GetShape()[0] != int64(v) || p.GetShape()[1] != int64(v) {

@@ -266,6 +266,7 @@ const (
 	Feature_FEATURE_NEFTUNE         Feature = 6 // ModelSpec.neftune_alpha > 0 honoured in training
 	Feature_FEATURE_RETURN_LOGITS   Feature = 7 // EvaluateRequest.return_logits
 	Feature_FEATURE_GRADIENT_STATE  Feature = 8 // GetState can return TENSOR_ROLE_GRAD tensors
+	Feature_FEATURE_FROZEN_PARAMS   Feature = 9 // ParamSpec.frozen honoured (MyPT's freeze_layers / freeze_embeddings)
 )
 
 // Enum value maps for Feature.
@@ -280,6 +281,7 @@ var (
 		6: "FEATURE_NEFTUNE",
 		7: "FEATURE_RETURN_LOGITS",
 		8: "FEATURE_GRADIENT_STATE",
+		9: "FEATURE_FROZEN_PARAMS",
 	}
 	Feature_value = map[string]int32{
 		"FEATURE_UNSPECIFIED":     0,
@@ -291,6 +293,7 @@ var (
 		"FEATURE_NEFTUNE":         6,
 		"FEATURE_RETURN_LOGITS":   7,
 		"FEATURE_GRADIENT_STATE":  8,
+		"FEATURE_FROZEN_PARAMS":   9,
 	}
 )
 
@@ -843,11 +846,20 @@ func (x *ModelSpec) GetParams() []*ParamSpec {
 }
 
 type ParamSpec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Shape         []int64                `protobuf:"varint,2,rep,packed,name=shape,proto3" json:"shape,omitempty"`                         // PyTorch layout: Linear weights are [out, in]
-	Dtype         DType                  `protobuf:"varint,3,opt,name=dtype,proto3,enum=mypt.backend.v1.DType" json:"dtype,omitempty"`     // dtype of the master copy and of its state stream
-	WeightDecay   bool                   `protobuf:"varint,4,opt,name=weight_decay,json=weightDecay,proto3" json:"weight_decay,omitempty"` // true ⇒ decoupled weight decay applies to it
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Shape       []int64                `protobuf:"varint,2,rep,packed,name=shape,proto3" json:"shape,omitempty"`                         // PyTorch layout: Linear weights are [out, in]
+	Dtype       DType                  `protobuf:"varint,3,opt,name=dtype,proto3,enum=mypt.backend.v1.DType" json:"dtype,omitempty"`     // dtype of the master copy and of its state stream
+	WeightDecay bool                   `protobuf:"varint,4,opt,name=weight_decay,json=weightDecay,proto3" json:"weight_decay,omitempty"` // true ⇒ decoupled weight decay applies to it
+	// frozen: the tensor is not trained (PyTorch's requires_grad=False). OptimizerStep
+	// leaves it and its Adam moments unchanged (no AdamW update, no weight decay) and
+	// excludes it from the global gradient norm used for clipping and reported in
+	// OptimizerStepResponse.grad_norm. Its gradient accumulator may be left zero (a
+	// backend need not compute it; GetState of its TENSOR_ROLE_GRAD returns zeros or the
+	// gradient, either is allowed). It still takes part in forward passes and SetState /
+	// GetState. Needs FEATURE_FROZEN_PARAMS: a backend without it answers UNIMPLEMENTED
+	// to a Configure listing a frozen tensor.
+	Frozen        bool `protobuf:"varint,5,opt,name=frozen,proto3" json:"frozen,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -906,6 +918,13 @@ func (x *ParamSpec) GetDtype() DType {
 func (x *ParamSpec) GetWeightDecay() bool {
 	if x != nil {
 		return x.WeightDecay
+	}
+	return false
+}
+
+func (x *ParamSpec) GetFrozen() bool {
+	if x != nil {
+		return x.Frozen
 	}
 	return false
 }
@@ -2368,12 +2387,13 @@ const file_backend_proto_rawDesc = "" +
 	"\adropout\x18\x0f \x01(\x01R\adropout\x12#\n" +
 	"\rneftune_alpha\x18\x10 \x01(\x01R\fneftuneAlpha\x124\n" +
 	"\x16segment_position_reset\x18\x11 \x01(\bR\x14segmentPositionReset\x122\n" +
-	"\x06params\x18\x12 \x03(\v2\x1a.mypt.backend.v1.ParamSpecR\x06params\"\x86\x01\n" +
+	"\x06params\x18\x12 \x03(\v2\x1a.mypt.backend.v1.ParamSpecR\x06params\"\x9e\x01\n" +
 	"\tParamSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05shape\x18\x02 \x03(\x03R\x05shape\x12,\n" +
 	"\x05dtype\x18\x03 \x01(\x0e2\x16.mypt.backend.v1.DTypeR\x05dtype\x12!\n" +
-	"\fweight_decay\x18\x04 \x01(\bR\vweightDecay\"M\n" +
+	"\fweight_decay\x18\x04 \x01(\bR\vweightDecay\x12\x16\n" +
+	"\x06frozen\x18\x05 \x01(\bR\x06frozen\"M\n" +
 	"\rOptimizerSpec\x12\x14\n" +
 	"\x05beta1\x18\x01 \x01(\x01R\x05beta1\x12\x14\n" +
 	"\x05beta2\x18\x02 \x01(\x01R\x05beta2\x12\x10\n" +
@@ -2489,7 +2509,7 @@ const file_backend_proto_rawDesc = "" +
 	"\bNormType\x12\x19\n" +
 	"\x15NORM_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13NORM_TYPE_LAYERNORM\x10\x01\x12\x15\n" +
-	"\x11NORM_TYPE_RMSNORM\x10\x02*\xe7\x01\n" +
+	"\x11NORM_TYPE_RMSNORM\x10\x02*\x82\x02\n" +
 	"\aFeature\x12\x17\n" +
 	"\x13FEATURE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10FEATURE_TRAINING\x10\x01\x12\x13\n" +
@@ -2499,7 +2519,8 @@ const file_backend_proto_rawDesc = "" +
 	"\x17FEATURE_PACKED_SEGMENTS\x10\x05\x12\x13\n" +
 	"\x0fFEATURE_NEFTUNE\x10\x06\x12\x19\n" +
 	"\x15FEATURE_RETURN_LOGITS\x10\a\x12\x1a\n" +
-	"\x16FEATURE_GRADIENT_STATE\x10\b*\x86\x01\n" +
+	"\x16FEATURE_GRADIENT_STATE\x10\b\x12\x19\n" +
+	"\x15FEATURE_FROZEN_PARAMS\x10\t*\x86\x01\n" +
 	"\n" +
 	"TensorRole\x12\x1b\n" +
 	"\x17TENSOR_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
