@@ -56,13 +56,7 @@ func writeFile(t *testing.T, path, text string) string {
 func greedyAt(t *testing.T, run *train.Run, params sdk.StateReader, tok *tokenizer.Tokenizer, prompt string, maxNew int) string {
 	t.Helper()
 	ctx := context.Background()
-	b := sdktesting.Connect(t, cpu.New(cpu.Options{}))
-	if _, err := b.Configure(ctx, train.ConfigureRequest(run.Config, run.Spec, pb.DType_DTYPE_F32)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.SetState(ctx, params); err != nil {
-		t.Fatal(err)
-	}
+	b := backendWith(t, run, params)
 	ids, err := tok.Encode(prompt)
 	if err != nil {
 		t.Fatal(err)

@@ -57,10 +57,9 @@ func writeEvalSet(t *testing.T, dir string, seed uint64, n, vocab int, splits ..
 	return dir
 }
 
-// evalLossAt is an independent computation of a split's eval loss: a fresh
-// backend holding the given parameters, and every val episode once, in
-// order, batch by batch (at most evalIters batches), Σ loss / Σ weight.
-func evalLossAt(t *testing.T, run *train.Run, params sdk.StateReader, dir string) float64 {
+// backendWith is a fresh in-process CPU backend configured as run's and
+// holding params.
+func backendWith(t *testing.T, run *train.Run, params sdk.StateReader) sdk.Backend {
 	t.Helper()
 	ctx := context.Background()
 	b := sdktesting.Connect(t, cpu.New(cpu.Options{}))
@@ -70,6 +69,16 @@ func evalLossAt(t *testing.T, run *train.Run, params sdk.StateReader, dir string
 	if _, err := b.SetState(ctx, params); err != nil {
 		t.Fatal(err)
 	}
+	return b
+}
+
+// evalLossAt is an independent computation of a split's eval loss: a fresh
+// backend holding the given parameters, and every val episode once, in
+// order, batch by batch (at most evalIters batches), Σ loss / Σ weight.
+func evalLossAt(t *testing.T, run *train.Run, params sdk.StateReader, dir string) float64 {
+	t.Helper()
+	ctx := context.Background()
+	b := backendWith(t, run, params)
 	ds, err := dataset.Open(dir)
 	if err != nil {
 		t.Fatal(err)
