@@ -62,3 +62,27 @@ func TestRequestValidators(t *testing.T) {
 		t.Errorf("prompt over capacity: %v", err)
 	}
 }
+
+func TestValidatePrecision(t *testing.T) {
+	f32, bf16 := pb.DType_DTYPE_F32, pb.DType_DTYPE_BF16
+	declared := []pb.DType{f32, bf16}
+	for _, c := range []struct {
+		pr   *pb.Precision
+		want pb.DType
+		code codes.Code
+	}{
+		{nil, f32, codes.OK},
+		{&pb.Precision{}, f32, codes.OK},
+		{&pb.Precision{ParamDtype: f32, ComputeDtype: bf16}, bf16, codes.OK},
+		{&pb.Precision{ParamDtype: bf16}, 0, codes.Unimplemented},
+		{&pb.Precision{ComputeDtype: pb.DType_DTYPE_F16}, 0, codes.Unimplemented},
+	} {
+		got, err := ValidatePrecision(c.pr, declared)
+		if Code(err) != c.code || (err == nil && got != c.want) {
+			t.Errorf("%v: got %v, %v; want %v, %v", c.pr, got, err, c.want, c.code)
+		}
+	}
+	if _, err := ValidatePrecision(&pb.Precision{ComputeDtype: bf16}, []pb.DType{f32}); Code(err) != codes.Unimplemented {
+		t.Errorf("bf16 on an F32-only backend: %v, want Unimplemented", err)
+	}
+}

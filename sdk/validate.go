@@ -1,7 +1,9 @@
 package sdk
 
 import (
+	"fmt"
 	"math"
+	"slices"
 	"strconv"
 
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
@@ -79,6 +81,24 @@ func ValidateOptimizer(o *pb.OptimizerSpec) error {
 		return InvalidArgument("optimizer.eps", "must be positive, got %v", o.Eps)
 	}
 	return nil
+}
+
+// ValidatePrecision checks a ConfigureRequest's precision against what a backend declares:
+// F32 master weights, and a compute dtype among computeDTypes (unset means F32). It
+// returns the compute dtype. A dtype the backend does not declare is a capability it
+// lacks: Unimplemented, its message starting with the field.
+func ValidatePrecision(pr *pb.Precision, computeDTypes []pb.DType) (pb.DType, error) {
+	if d := pr.GetParamDtype(); d != pb.DType_DTYPE_UNSPECIFIED && d != pb.DType_DTYPE_F32 {
+		return 0, Unimplemented("precision.param_dtype " + d.String() + " (only F32 master weights)")
+	}
+	compute := pr.GetComputeDtype()
+	if compute == pb.DType_DTYPE_UNSPECIFIED {
+		compute = pb.DType_DTYPE_F32
+	}
+	if !slices.Contains(computeDTypes, compute) {
+		return 0, Unimplemented(fmt.Sprintf("precision.compute_dtype %v (this backend computes in %v)", compute, computeDTypes))
+	}
+	return compute, nil
 }
 
 // ValidateOptimizerStep checks an OptimizerStepRequest: learning_rate and weight_decay

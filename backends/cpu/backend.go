@@ -23,6 +23,9 @@ import (
 // Version is the backend's own semantic version.
 const Version = "0.1.0"
 
+// computeDTypes are the compute dtypes the backend declares and accepts.
+func computeDTypes() []pb.DType { return []pb.DType{pb.DType_DTYPE_F32} }
+
 // Options configure a Backend.
 type Options struct {
 	// Threads is the number of cores to compute on; 0 means runtime.GOMAXPROCS(0).
@@ -74,7 +77,7 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 			MlpTypes:      []pb.MLPType{pb.MLPType_MLP_TYPE_GELU, pb.MLPType_MLP_TYPE_SWIGLU},
 			NormTypes:     []pb.NormType{pb.NormType_NORM_TYPE_LAYERNORM, pb.NormType_NORM_TYPE_RMSNORM},
 			ParamDtypes:   []pb.DType{pb.DType_DTYPE_F32},
-			ComputeDtypes: []pb.DType{pb.DType_DTYPE_F32},
+			ComputeDtypes: computeDTypes(),
 			Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
 				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
 				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_FROZEN_PARAMS,
@@ -102,13 +105,8 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	if err := sdk.ValidateOptimizer(o); err != nil {
 		return nil, err
 	}
-	if pr := req.GetPrecision(); pr != nil {
-		if pr.ParamDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ParamDtype != pb.DType_DTYPE_F32 {
-			return nil, sdk.Unimplemented("precision.param_dtype " + pr.ParamDtype.String() + " (only F32 master weights)")
-		}
-		if pr.ComputeDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ComputeDtype != pb.DType_DTYPE_F32 {
-			return nil, sdk.Unimplemented("precision.compute_dtype " + pr.ComputeDtype.String() + " (only F32 compute)")
-		}
+	if _, err := sdk.ValidatePrecision(req.GetPrecision(), computeDTypes()); err != nil {
+		return nil, err
 	}
 
 	b.mu.Lock()

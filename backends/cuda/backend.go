@@ -26,6 +26,10 @@ import (
 // Version is the backend's own semantic version.
 const Version = "0.1.0"
 
+// computeDTypes are the compute dtypes the backend declares and accepts: bf16 matrix
+// products with fp32 accumulation, or fp32.
+func computeDTypes() []pb.DType { return []pb.DType{pb.DType_DTYPE_F32, pb.DType_DTYPE_BF16} }
+
 // Options configure a Backend.
 type Options struct {
 	// Fake runs on the fake device (Go twins of the kernels) instead of a GPU: for tests
@@ -113,7 +117,7 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 			MlpTypes:      []pb.MLPType{pb.MLPType_MLP_TYPE_GELU, pb.MLPType_MLP_TYPE_SWIGLU},
 			NormTypes:     []pb.NormType{pb.NormType_NORM_TYPE_LAYERNORM, pb.NormType_NORM_TYPE_RMSNORM},
 			ParamDtypes:   []pb.DType{pb.DType_DTYPE_F32},
-			ComputeDtypes: []pb.DType{pb.DType_DTYPE_F32, pb.DType_DTYPE_BF16},
+			ComputeDtypes: computeDTypes(),
 			Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
 				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
 				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_DETERMINISTIC,
@@ -141,19 +145,11 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	if err := sdk.ValidateOptimizer(o); err != nil {
 		return nil, err
 	}
-	bf16 := false
-	if pr := req.GetPrecision(); pr != nil {
-		if pr.ParamDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ParamDtype != pb.DType_DTYPE_F32 {
-			return nil, sdk.InvalidArgument("precision.param_dtype", "only F32 master weights are supported, got %v", pr.ParamDtype)
-		}
-		switch pr.ComputeDtype {
-		case pb.DType_DTYPE_UNSPECIFIED, pb.DType_DTYPE_F32:
-		case pb.DType_DTYPE_BF16:
-			bf16 = true
-		default:
-			return nil, sdk.InvalidArgument("precision.compute_dtype", "F32 or BF16, got %v", pr.ComputeDtype)
-		}
+	compute, err := sdk.ValidatePrecision(req.GetPrecision(), computeDTypes())
+	if err != nil {
+		return nil, err
 	}
+	bf16 := compute == pb.DType_DTYPE_BF16
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	d, err := b.device()

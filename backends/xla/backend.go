@@ -148,15 +148,6 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	if err := sdk.ValidateOptimizer(o); err != nil {
 		return nil, err
 	}
-	if pr := req.GetPrecision(); pr != nil {
-		if pr.ParamDtype != pb.DType_DTYPE_UNSPECIFIED && pr.ParamDtype != pb.DType_DTYPE_F32 {
-			return nil, sdk.InvalidArgument("precision.param_dtype", "only F32 is supported, got %v", pr.ParamDtype)
-		}
-	}
-	compute := req.GetPrecision().GetComputeDtype()
-	if compute == pb.DType_DTYPE_UNSPECIFIED {
-		compute = pb.DType_DTYPE_F32
-	}
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -167,8 +158,9 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	if req.Deterministic && !eng.deterministic {
 		return nil, sdk.Unimplemented("deterministic mode (FEATURE_DETERMINISTIC) on the " + eng.name + " engine")
 	}
-	if ok := eng.computeDTypes(); !slices.Contains(ok, compute) {
-		return nil, sdk.InvalidArgument("precision.compute_dtype", "the %s engine supports %v, got %v", eng.name, ok, compute)
+	compute, err := sdk.ValidatePrecision(req.GetPrecision(), eng.computeDTypes())
+	if err != nil {
+		return nil, err
 	}
 	b.closeSession()
 	ops := eng.be.Capabilities().Operations

@@ -99,8 +99,8 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 	if d := p.GetDtype(); d != pb.DType_DTYPE_F32 && d != pb.DType_DTYPE_UNSPECIFIED {
 		return nil, sdk.InvalidArgument("model.params[0].dtype", "only F32 is supported, got %v", d)
 	}
-	if d := req.GetPrecision().GetComputeDtype(); d != pb.DType_DTYPE_F32 && d != pb.DType_DTYPE_UNSPECIFIED {
-		return nil, sdk.Unimplemented("compute dtype " + d.String())
+	if _, err := sdk.ValidatePrecision(req.GetPrecision(), []pb.DType{pb.DType_DTYPE_F32}); err != nil {
+		return nil, err
 	}
 	opt := req.GetOptimizer()
 	if opt == nil {
