@@ -69,17 +69,10 @@ func newModel[F Float](a modelspec.Arch, lay *modelspec.Layout, p *pool, mm gemm
 	m.w = viewWeights(a, lay, m.params)
 	m.g = viewWeights(a, lay, m.grads)
 	if !a.LearnedPos {
-		half := a.HeadDim / 2
-		m.ropeCos = make([]F, a.BlockSize*half)
-		m.ropeSin = make([]F, a.BlockSize*half)
-		for t := 0; t < a.BlockSize; t++ {
-			for i := 0; i < half; i++ {
-				// inv_freq = 1/θ^(2i/hd); angle = (t/scale)·inv_freq
-				freq := 1 / math.Pow(a.RopeTheta, float64(2*i)/float64(a.HeadDim))
-				ang := float64(t) / a.RopeScale * freq
-				m.ropeCos[t*half+i] = F(math.Cos(ang))
-				m.ropeSin[t*half+i] = F(math.Sin(ang))
-			}
+		cos, sin := a.RopeTables()
+		m.ropeCos, m.ropeSin = make([]F, len(cos)), make([]F, len(sin))
+		for i := range cos {
+			m.ropeCos[i], m.ropeSin[i] = F(cos[i]), F(sin[i])
 		}
 	}
 	return m
@@ -203,15 +196,7 @@ func (m *model[F]) forward(ps pass) {
 		copy(seg, ps.segs)
 	}
 	pos := x.pos[:n]
-	for r := 0; r < b; r++ {
-		start := 0
-		for i := 0; i < t; i++ {
-			if seg != nil && a.SegmentPositionReset && i > 0 && seg[r*t+i] != seg[r*t+i-1] {
-				start = i
-			}
-			pos[r*t+i] = int32(i - start)
-		}
-	}
+	a.Positions(pos, seg, b, t)
 
 	// embeddings (+ learned positions) (+ NEFTune noise in training)
 	res0 := x.res[0][:n*C]

@@ -259,14 +259,10 @@ func newModel(d device.Device, a modelspec.Arch, lay *modelspec.Layout) (*model,
 		m.q.zero(p, 4*lay.Total)
 	}
 	if !a.LearnedPos {
-		half := a.HeadDim / 2
-		cos, sin := make([]float32, a.BlockSize*half), make([]float32, a.BlockSize*half)
-		for t := 0; t < a.BlockSize; t++ {
-			for i := 0; i < half; i++ {
-				freq := 1 / math.Pow(a.RopeTheta, float64(2*i)/float64(a.HeadDim))
-				ang := float64(t) / a.RopeScale * freq
-				cos[t*half+i], sin[t*half+i] = float32(math.Cos(ang)), float32(math.Sin(ang))
-			}
+		cos64, sin64 := a.RopeTables()
+		cos, sin := make([]float32, len(cos64)), make([]float32, len(sin64))
+		for i := range cos64 {
+			cos[i], sin[i] = float32(cos64[i]), float32(sin64[i])
 		}
 		m.q.up(m.ropeCos, bytesOf(cos))
 		m.q.up(m.ropeSin, bytesOf(sin))
@@ -305,15 +301,7 @@ func (m *model) ensure(b, t int) error {
 // positions returns each token's position (restarting at segment changes when asked).
 func positions(a modelspec.Arch, ps pass) []int32 {
 	pos := make([]int32, ps.b*ps.t)
-	for r := 0; r < ps.b; r++ {
-		start := 0
-		for i := 0; i < ps.t; i++ {
-			if ps.segs != nil && a.SegmentPositionReset && i > 0 && ps.segs[r*ps.t+i] != ps.segs[r*ps.t+i-1] {
-				start = i
-			}
-			pos[r*ps.t+i] = int32(i - start)
-		}
-	}
+	a.Positions(pos, ps.segs, ps.b, ps.t)
 	return pos
 }
 

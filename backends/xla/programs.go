@@ -2,7 +2,6 @@ package xla
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/gomlx/gomlx/backends"
 	//lint:ignore ST1001 GoMLX graph code reads best with the dot import (GoMLX's own style)
@@ -329,15 +328,10 @@ type ropeTable struct {
 }
 
 func newRopeTable(a modelspec.Arch) *ropeTable {
-	half := a.HeadDim / 2
-	r := &ropeTable{half: half, cos: make([]float32, a.BlockSize*half), sin: make([]float32, a.BlockSize*half)}
-	for t := 0; t < a.BlockSize; t++ {
-		for i := 0; i < half; i++ {
-			freq := 1 / math.Pow(a.RopeTheta, float64(2*i)/float64(a.HeadDim))
-			ang := float64(t) / a.RopeScale * freq
-			r.cos[t*half+i] = float32(math.Cos(ang))
-			r.sin[t*half+i] = float32(math.Sin(ang))
-		}
+	cos, sin := a.RopeTables()
+	r := &ropeTable{half: a.HeadDim / 2, cos: make([]float32, len(cos)), sin: make([]float32, len(sin))}
+	for i := range cos {
+		r.cos[i], r.sin[i] = float32(cos[i]), float32(sin[i])
 	}
 	return r
 }
@@ -364,19 +358,13 @@ func (pr *programs) positionTensors(pos []int32, b, t int) []*tensors.Tensor {
 // segment_position_reset), then the segment ids [b,t] (all 0 when the batch is not packed),
 // from which the graph builds the attention mask (attentionBias).
 func (pr *programs) batchInputs(b, t int, segs []int32) []*tensors.Tensor {
-	packed := len(segs) > 0
-	if !packed {
-		segs = make([]int32, b*t)
+	if len(segs) == 0 {
+		segs = nil
 	}
 	pos := make([]int32, b*t)
-	for r := 0; r < b; r++ {
-		start := 0
-		for i := 0; i < t; i++ {
-			if packed && pr.n.a.SegmentPositionReset && i > 0 && segs[r*t+i] != segs[r*t+i-1] {
-				start = i
-			}
-			pos[r*t+i] = int32(i - start)
-		}
+	pr.n.a.Positions(pos, segs, b, t)
+	if segs == nil {
+		segs = make([]int32, b*t)
 	}
 	return append(pr.positionTensors(pos, b, t), tensors.FromFlatDataAndDimensions(segs, b, t))
 }

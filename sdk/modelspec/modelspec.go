@@ -109,6 +109,38 @@ func Validate(m *pb.ModelSpec) (Arch, error) {
 	return a, nil
 }
 
+// Positions writes each token's position of a [b,t] batch into pos (length b·t): its index
+// in the row, restarting at 0 at every segment change when the batch is packed (segs, also
+// b·t, non-nil) and SegmentPositionReset is set — MyPT's packed-sequence positions.
+func (a Arch) Positions(pos, segs []int32, b, t int) {
+	reset := segs != nil && a.SegmentPositionReset
+	for r := 0; r < b; r++ {
+		start := 0
+		for i := 0; i < t; i++ {
+			if reset && i > 0 && segs[r*t+i] != segs[r*t+i-1] {
+				start = i
+			}
+			pos[r*t+i] = int32(i - start)
+		}
+	}
+}
+
+// RopeTables returns RoPE's cos and sin tables, [BlockSize][HeadDim/2] row-major, in
+// float64 for a backend to round to its dtype: MyPT's inv_freq_i = 1/θ^(2i/hd) and angle
+// (t/rope_scale)·inv_freq_i for position t.
+func (a Arch) RopeTables() (cos, sin []float64) {
+	half := a.HeadDim / 2
+	cos, sin = make([]float64, a.BlockSize*half), make([]float64, a.BlockSize*half)
+	for t := 0; t < a.BlockSize; t++ {
+		for i := 0; i < half; i++ {
+			freq := 1 / math.Pow(a.RopeTheta, float64(2*i)/float64(a.HeadDim))
+			ang := float64(t) / a.RopeScale * freq
+			cos[t*half+i], sin[t*half+i] = math.Cos(ang), math.Sin(ang)
+		}
+	}
+	return cos, sin
+}
+
 // Tensor is one parameter tensor an architecture needs.
 type Tensor struct {
 	Name  string

@@ -1,6 +1,8 @@
 package modelspec
 
 import (
+	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -123,5 +125,35 @@ func TestFrozen(t *testing.T) {
 	}
 	if lay, _ := NewLayout(a, m.Params); lay.AnyFrozen {
 		t.Error("AnyFrozen with nothing frozen")
+	}
+}
+
+func TestPositionsAndRope(t *testing.T) {
+	segs := []int32{1, 1, 2, 2, 2, 7, 7, 7, 7, 7}
+	pos := make([]int32, 10)
+	for _, c := range []struct {
+		reset bool
+		segs  []int32
+		want  []int32
+	}{
+		{true, segs, []int32{0, 1, 0, 1, 2, 0, 1, 2, 3, 4}},
+		{false, segs, []int32{0, 1, 2, 3, 4, 0, 1, 2, 3, 4}},
+		{true, nil, []int32{0, 1, 2, 3, 4, 0, 1, 2, 3, 4}},
+	} {
+		Arch{SegmentPositionReset: c.reset}.Positions(pos, c.segs, 2, 5)
+		if !slices.Equal(pos, c.want) {
+			t.Errorf("reset %v segs %v: positions %v, want %v", c.reset, c.segs, pos, c.want)
+		}
+	}
+
+	// hd 4: inv_freq = [1, 1/√θ]; with rope_scale 2 position 2 has angles [1, 1/√θ].
+	a := Arch{HeadDim: 4, BlockSize: 3, RopeTheta: 10000, RopeScale: 2}
+	cos, sin := a.RopeTables()
+	wantCos := []float64{1, 1, math.Cos(0.5), math.Cos(0.005), math.Cos(1), math.Cos(0.01)}
+	wantSin := []float64{0, 0, math.Sin(0.5), math.Sin(0.005), math.Sin(1), math.Sin(0.01)}
+	for i := range wantCos {
+		if math.Abs(cos[i]-wantCos[i]) > 1e-15 || math.Abs(sin[i]-wantSin[i]) > 1e-15 {
+			t.Errorf("[%d] cos %v sin %v, want %v %v", i, cos[i], sin[i], wantCos[i], wantSin[i])
+		}
 	}
 }
