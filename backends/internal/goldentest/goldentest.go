@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mypt/mypt/conformance"
 	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
@@ -32,19 +33,24 @@ type Tolerances struct {
 	TrajectoryRtol                float64 // the trajectory's losses, relative to max(loss, 0.1)
 }
 
-// F32 are the tolerances of a float32 backend. After the AdamW steps: Adam divides by
-// √v, so an element's update error is about lr·(relative error of its gradient); the
-// parameters' atol is 0.5% of the largest possible movement. The 20-step trajectory
-// allows more because Adam amplifies rounding.
-var F32 = Tolerances{
-	LogitAtol: 2e-5, LogitRtol: 1e-4,
-	GradAtol: 2e-6, GradRtol: 2e-3,
-	ParamAtolPerLRStep: 5e-3, ParamRtol: 1e-4,
-	AdamMAtol: 1e-7, AdamMRtol: 2e-3,
-	AdamVAtol: 1e-10, AdamVRtol: 4e-3,
-	LossRtol:       1e-5,
-	StepRtol:       1e-4,
-	TrajectoryRtol: 2e-3,
+// F32 are the tolerances of a float32 backend: the conformance suite's
+// (conformance.DefaultTolerances), so the backends' own tests and the suite hold them to
+// the same bounds.
+var F32 = fromConformance(conformance.DefaultTolerances(pb.DType_DTYPE_F32))
+
+// fromConformance takes the conformance suite's tolerances into this package's form
+// (their AtolOfMax terms, used only for 16-bit dtypes, have no counterpart here).
+func fromConformance(c conformance.Tolerances) Tolerances {
+	return Tolerances{
+		LogitAtol: c.Logits.Atol, LogitRtol: c.Logits.Rtol,
+		GradAtol: c.Grads.Atol, GradRtol: c.Grads.Rtol,
+		ParamAtolPerLRStep: c.ParamPerLRStep, ParamRtol: c.ParamRtol,
+		AdamMAtol: c.AdamM.Atol, AdamMRtol: c.AdamM.Rtol,
+		AdamVAtol: c.AdamV.Atol, AdamVRtol: c.AdamV.Rtol,
+		LossRtol:       c.Loss,
+		StepRtol:       c.StepLoss,
+		TrajectoryRtol: c.Trajectory,
+	}
 }
 
 // Suite runs the golden-vector tests on the backends New returns, held to Tol.
