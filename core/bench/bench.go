@@ -124,8 +124,11 @@ func Run(ctx context.Context, b sdk.Backend, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("backend info: %w", err)
 	}
-	compute, err := train.ComputeDType(ctx, b, cfg.Precision)
+	compute, err := train.ComputeDType(info, cfg.Precision)
 	if err != nil {
+		return nil, err
+	}
+	if err := train.CheckFreezing(info, cfg); err != nil {
 		return nil, err
 	}
 	spec := model.NewSpec(cfg)

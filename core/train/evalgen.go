@@ -46,8 +46,9 @@ type genResult struct {
 // loadEvalPrompts reads and checks r.EvalPromptsFile (nil when unset):
 // MyPT's JSON {"prompts": {name: prompt}}, each prompt raw text (tags
 // included, as mypt generate --prompt takes it), encoded with the run's
-// tokenizer. Errors name the file.
-func (r *Run) loadEvalPrompts(ctx context.Context, log *slog.Logger) (*evalGen, error) {
+// tokenizer. Errors name the file. info is the backend's GetInfo (whether it has a
+// KV cache).
+func (r *Run) loadEvalPrompts(info *pb.GetInfoResponse, log *slog.Logger) (*evalGen, error) {
 	file := r.EvalPromptsFile
 	if file == "" {
 		return nil, nil
@@ -113,10 +114,6 @@ func (r *Run) loadEvalPrompts(ctx context.Context, log *slog.Logger) (*evalGen, 
 				"prompt_tokens", len(ids), "block_size", block, "max_new_tokens", p.maxNew)
 		}
 		g.prompts = append(g.prompts, p)
-	}
-	info, err := r.Backend.GetInfo(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("backend info: %w", err)
 	}
 	g.kvCache = slices.Contains(info.GetCapabilities().GetFeatures(), pb.Feature_FEATURE_KV_CACHE)
 	if !g.kvCache {

@@ -1,27 +1,22 @@
 package train
 
 import (
-	"context"
 	"fmt"
 	"slices"
 
 	"github.com/mypt/mypt/core/config"
 	"github.com/mypt/mypt/core/model"
-	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 // ComputeDType resolves the config's precision ("auto", "fp32", "bf16") against what the
 // backend declares. auto follows MyPT, which autocasts to bf16 on CUDA and trains in fp32 on
 // the CPU: bf16 when the backend declares BF16 compute and runs on a device that is not a
-// CPU, fp32 otherwise. mypt train and mypt bench both resolve it here.
-func ComputeDType(ctx context.Context, b sdk.Backend, precision string) (pb.DType, error) {
+// CPU, fp32 otherwise. info is the backend's GetInfo. mypt train and mypt bench both resolve
+// it here.
+func ComputeDType(info *pb.GetInfoResponse, precision string) (pb.DType, error) {
 	if precision == "fp32" || precision == "" {
 		return pb.DType_DTYPE_F32, nil
-	}
-	info, err := b.GetInfo(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("backend info: %w", err)
 	}
 	hasBF16 := slices.Contains(info.GetCapabilities().GetComputeDtypes(), pb.DType_DTYPE_BF16)
 	switch precision {
@@ -43,14 +38,10 @@ func ComputeDType(ctx context.Context, b sdk.Backend, precision string) (pb.DTyp
 
 // CheckFreezing refuses a config that freezes parameters (freeze_layers, freeze_embeddings)
 // when the backend does not declare FEATURE_FROZEN_PARAMS, rather than letting Configure
-// fail with the backend's UNIMPLEMENTED.
-func CheckFreezing(ctx context.Context, b sdk.Backend, cfg config.Config) error {
+// fail with the backend's UNIMPLEMENTED. info is the backend's GetInfo.
+func CheckFreezing(info *pb.GetInfoResponse, cfg config.Config) error {
 	if cfg.FreezeLayers == 0 && !cfg.FreezeEmbeddings {
 		return nil
-	}
-	info, err := b.GetInfo(ctx)
-	if err != nil {
-		return fmt.Errorf("backend info: %w", err)
 	}
 	if !slices.Contains(info.GetCapabilities().GetFeatures(), pb.Feature_FEATURE_FROZEN_PARAMS) {
 		return fmt.Errorf("freeze_layers %d / freeze_embeddings %v: backend %s does not support frozen parameters (it does not declare FEATURE_FROZEN_PARAMS); use another backend or drop the freeze keys",

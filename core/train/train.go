@@ -101,9 +101,13 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	info, err := r.Backend.GetInfo(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("backend info: %w", err)
+	}
 	// Eval prompts and extra eval sets are checked before anything is
 	// created or trained.
-	gen, err := r.loadEvalPrompts(context.WithoutCancel(ctx), log)
+	gen, err := r.loadEvalPrompts(info, log)
 	if err != nil {
 		return nil, err
 	}
@@ -119,12 +123,12 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 	if err := os.MkdirAll(r.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run directory: %w", err)
 	}
-	compute, err := ComputeDType(context.WithoutCancel(ctx), r.Backend, cfg.Precision)
+	compute, err := ComputeDType(info, cfg.Precision)
 	if err != nil {
 		return nil, err
 	}
 	log.Info("precision", "config", cfg.Precision, "compute", compute.String(), "params", "F32")
-	if err := CheckFreezing(context.WithoutCancel(ctx), r.Backend, cfg); err != nil {
+	if err := CheckFreezing(info, cfg); err != nil {
 		return nil, err
 	}
 	if _, err := r.Backend.Configure(context.WithoutCancel(ctx), ConfigureRequest(cfg, r.Spec, compute)); err != nil {
