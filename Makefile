@@ -3,18 +3,13 @@ GO        ?= go
 BIN       ?= bin
 BUF       := github.com/bufbuild/buf/cmd/buf@v1.75.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-PLUGINS   := $(notdir $(wildcard plugins/*))
 DEMO_DIR  ?= runs/demo
 
 .PHONY: build test vet demo bench bench-cpu proto proto-check proto-breaking conformance clean cuda-check gpu-bundle
 
 ## build: the mypt CLI and every shipped backend plugin, side by side in bin/
 build:
-	$(GO) build -o $(BIN)/mypt ./core/cmd/mypt
-	@for p in $(PLUGINS); do \
-		echo "$(GO) build -o $(BIN)/mypt-backend-$$p ./plugins/$$p"; \
-		$(GO) build -o $(BIN)/mypt-backend-$$p ./plugins/$$p || exit 1; \
-	done
+	$(GO) build -o $(BIN)/ ./cmd/...
 
 ## test: static checks and the whole test suite (what CI runs)
 test: vet
@@ -74,11 +69,7 @@ GPU_BUNDLE := $(BIN)/gpu-bundle.tar.gz
 GPU_BINS   := mypt mypt-backend-cpu mypt-backend-cuda mypt-backend-xla
 gpu-bundle:
 	@command -v gcc >/dev/null || { echo "gpu-bundle: needs gcc: the xla plugin's PJRT path is cgo"; exit 1; }
-	CGO_ENABLED=1 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/mypt ./core/cmd/mypt
-	@for p in cpu cuda xla; do \
-		echo "CGO_ENABLED=1 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/mypt-backend-$$p ./plugins/$$p"; \
-		CGO_ENABLED=1 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/mypt-backend-$$p ./plugins/$$p || exit 1; \
-	done
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ $(addprefix ./cmd/,$(GPU_BINS))
 	@$(GO) version -m $(BIN)/mypt-backend-xla | grep -q 'CGO_ENABLED=1' || { echo "gpu-bundle: xla plugin built without cgo (no PJRT)"; exit 1; }
 	@if $(GO) version -m $(BIN)/mypt-backend-xla | grep -q 'nopjrt'; then echo "gpu-bundle: xla plugin built with -tags nopjrt"; exit 1; fi
 	tar -czf $(GPU_BUNDLE) -C $(BIN) $(GPU_BINS)

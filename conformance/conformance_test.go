@@ -44,7 +44,7 @@ func plugin(t *testing.T, name string) string {
 		if buildErr != nil {
 			return
 		}
-		pkgs := []string{"github.com/mypt/mypt/plugins/cpu"}
+		pkgs := []string{"github.com/mypt/mypt/cmd/mypt-backend-cpu"}
 		for _, b := range brokenBackends {
 			pkgs = append(pkgs, "github.com/mypt/mypt/conformance/testdata/"+b)
 		}

@@ -9,7 +9,7 @@ import (
 	"github.com/mypt/mypt/conformance"
 )
 
-// TestConformance builds ./plugins/xla and ./plugins/cpu (the reference for the portability
+// TestConformance builds ./cmd/mypt-backend-xla and ./cmd/mypt-backend-cpu (the reference for the portability
 // checks) and runs the whole conformance suite against the xla plugin on the simplego
 // engine, with the suite's default tolerances, in F32 and BF16 (both declared there).
 func TestConformance(t *testing.T) {
@@ -19,7 +19,7 @@ func TestConformance(t *testing.T) {
 	dir := t.TempDir()
 	build := func(name string) string {
 		out := filepath.Join(dir, "mypt-backend-"+name)
-		cmd := exec.Command("go", "build", "-o", out, "github.com/mypt/mypt/plugins/"+name)
+		cmd := exec.Command("go", "build", "-o", out, "github.com/mypt/mypt/cmd/mypt-backend-"+name)
 		if msg, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go build plugins/%s: %v\n%s", name, err, msg)
 		}

@@ -28,7 +28,7 @@ func cpuPlugin(t *testing.T) string {
 		t.Skip("builds and runs the CPU backend plugin; skipped with -short")
 	}
 	out := filepath.Join(t.TempDir(), "mypt-backend-cpu")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/mypt/mypt/plugins/cpu")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/mypt/mypt/cmd/mypt-backend-cpu")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build CPU plugin: %v\n%s", err, b)
 	}

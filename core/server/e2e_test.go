@@ -34,7 +34,7 @@ func buildPlugin(t *testing.T) string {
 		t.Skip("trains a model with the CPU backend plugin; skipped with -short")
 	}
 	out := filepath.Join(t.TempDir(), "mypt-backend-cpu")
-	if b, err := exec.Command("go", "build", "-o", out, "github.com/mypt/mypt/plugins/cpu").CombinedOutput(); err != nil {
+	if b, err := exec.Command("go", "build", "-o", out, "github.com/mypt/mypt/cmd/mypt-backend-cpu").CombinedOutput(); err != nil {
 		t.Fatalf("build CPU plugin: %v\n%s", err, b)
 	}
 	return out

@@ -55,7 +55,7 @@ func runConformance(t *testing.T, args ...string) (string, conformanceReport, er
 // broken plugin fails with exit status 1 and a report naming the check.
 func TestConformanceCommand(t *testing.T) {
 	dir := t.TempDir()
-	buildPlugin(t, dir, "cpu", "github.com/mypt/mypt/plugins/cpu")
+	buildPlugin(t, dir, "cpu", "github.com/mypt/mypt/cmd/mypt-backend-cpu")
 	buildPlugin(t, dir, "slidingkv", "github.com/mypt/mypt/conformance/testdata/slidingkv")
 	t.Setenv("MYPT_PLUGIN_PATH", dir)
 

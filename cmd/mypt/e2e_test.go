@@ -22,8 +22,8 @@ var binaries = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	for pkg, name := range map[string]string{
-		"github.com/mypt/mypt/core/cmd/mypt": "mypt",
-		"github.com/mypt/mypt/plugins/cpu":   "mypt-backend-cpu",
+		"github.com/mypt/mypt/cmd/mypt": "mypt",
+		"github.com/mypt/mypt/cmd/mypt-backend-cpu":   "mypt-backend-cpu",
 	} {
 		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput(); err != nil {
 			return "", fmt.Errorf("build %s: %v\n%s", pkg, err, out)
@@ -69,7 +69,7 @@ func prepareTiny(t *testing.T) (data, cfg string) {
 	if err := os.WriteFile(cfg, []byte(tinyConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runMypt(t, "prepare", "--input", "../../../configs/data/chat_demo.jsonl", "--output", data,
+	runMypt(t, "prepare", "--input", "../../configs/data/chat_demo.jsonl", "--output", data,
 		"--tokenization", "gpt2", "--val_split", "0.1")
 	return data, cfg
 }
@@ -301,7 +301,7 @@ func TestInterruptSavesAndExitsCleanly(t *testing.T) {
 func TestEvalDatasetDir(t *testing.T) {
 	data, cfg := prepareTiny(t)
 	work := t.TempDir()
-	runMypt(t, "prepare", "--input", "../../../configs/data/chat_demo.jsonl", "--output", filepath.Join(work, "evaldata"),
+	runMypt(t, "prepare", "--input", "../../configs/data/chat_demo.jsonl", "--output", filepath.Join(work, "evaldata"),
 		"--tokenization", "gpt2", "--val_split", "0.2", "--seed", "7")
 	out, ok := myptIn(t, work, "train", "--config", cfg, "--dataset", data, "--output", "run", "--max_iters", "2",
 		"--eval_dataset_dir", "evaldata", "--no-progress", "--log-level", "info")

@@ -15,9 +15,9 @@ var xlaPlugin = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "mypt-backend-xla"), "github.com/mypt/mypt/plugins/xla").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "mypt-backend-xla"), "github.com/mypt/mypt/cmd/mypt-backend-xla").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("build plugins/xla: %v\n%s", err, out)
+		return "", fmt.Errorf("build cmd/mypt-backend-xla: %v\n%s", err, out)
 	}
 	return dir, nil
 })
@@ -45,12 +45,12 @@ func TestTrainXLAMatchesCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := filepath.Join(t.TempDir(), "data")
-	runMypt(t, "prepare", "--input", "../../../configs/data/chat_demo.jsonl", "--output", data,
+	runMypt(t, "prepare", "--input", "../../configs/data/chat_demo.jsonl", "--output", data,
 		"--tokenization", "gpt2", "--val_split", "0.1")
 	curves := map[string][]stepMetric{}
 	for _, backend := range []string{"cpu", "xla"} {
 		out := filepath.Join(t.TempDir(), backend)
-		cmd := myptCmd(t, "train", "--config", "../../../configs/chat_demo.json", "--dataset", data, "--output", out,
+		cmd := myptCmd(t, "train", "--config", "../../configs/chat_demo.json", "--dataset", data, "--output", out,
 			"--backend", backend, "--no-progress", "--max_iters", "12", "--batch_size", "4",
 			"--eval_interval", "4", "--eval_iters", "2", "--dropout", "0", "--seed", "7")
 		// simplego, not a PJRT plugin from the environment.
