@@ -22,8 +22,8 @@ var binaries = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	for pkg, name := range map[string]string{
-		"github.com/mypt/mypt/cmd/mypt": "mypt",
-		"github.com/mypt/mypt/cmd/mypt-backend-cpu":   "mypt-backend-cpu",
+		"github.com/mypt/mypt/cmd/mypt":             "mypt",
+		"github.com/mypt/mypt/cmd/mypt-backend-cpu": "mypt-backend-cpu",
 	} {
 		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput(); err != nil {
 			return "", fmt.Errorf("build %s: %v\n%s", pkg, err, out)
