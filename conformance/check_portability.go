@@ -224,6 +224,6 @@ func sessionAfterShutdown(c *chk) {
 	// and a new process after this one is closed
 	c.must(b.Close(), "Close")
 	nb := c.fresh()
-	_, err = nb.GetInfo(c.ctx)
+	_, err = nb.GetInfo(c.ctx, nil)
 	c.must(err, "GetInfo on a new plugin process after closing the previous one")
 }

@@ -96,7 +96,7 @@ func checkHandshake(c *chk) {
 	}
 	c.cleanup(func() { _ = cl.Close() })
 	took := time.Since(start)
-	info, err := cl.GetInfo(c.ctx)
+	info, err := cl.GetInfo(c.ctx, nil)
 	c.must(err, "GetInfo right after the handshake")
 	if info.GetProtocolVersion() != sdk.ProtocolVersion {
 		c.Errorf("GetInfo.protocol_version = %d, but the handshake negotiated v%d", info.GetProtocolVersion(), sdk.ProtocolVersion)
@@ -114,7 +114,7 @@ var (
 
 func checkGetInfo(c *chk) {
 	b := c.backend()
-	info, err := b.GetInfo(c.ctx)
+	info, err := b.GetInfo(c.ctx, nil)
 	c.must(err, "GetInfo")
 	if !nameRE.MatchString(info.GetName()) {
 		c.Errorf("name %q: want a short lower-case name (the NAME of mypt-backend-NAME)", info.GetName())
@@ -159,7 +159,7 @@ func checkGetInfo(c *chk) {
 	if len(cp.GetComputeDtypes()) == 0 {
 		c.Errorf("compute_dtypes is empty")
 	}
-	if n := cp.GetMaxStateChunkBytes(); n != 0 && n < sdk.MaxChunkBytes {
+	if n := cp.GetMaxStateChunkBytes(); n != 0 && n < uint64(sdk.MaxChunkBytes) {
 		c.Errorf("max_state_chunk_bytes = %d, but mypt hosts send chunks of up to %d bytes", n, sdk.MaxChunkBytes)
 	}
 	for _, f := range []pb.Feature{pb.Feature_FEATURE_DROPOUT, pb.Feature_FEATURE_NEFTUNE, pb.Feature_FEATURE_GRADIENT_STATE} {
@@ -167,7 +167,7 @@ func checkGetInfo(c *chk) {
 			c.Errorf("declares %v without FEATURE_TRAINING", f)
 		}
 	}
-	again, err := b.GetInfo(c.ctx)
+	again, err := b.GetInfo(c.ctx, nil)
 	c.must(err, "second GetInfo")
 	if !proto.Equal(info, again) {
 		c.Errorf("GetInfo changed between two calls")
@@ -234,7 +234,7 @@ func outOfOrder(c *chk, b sdk.Backend, when string, handle uint64) {
 	c.expectErr("Decode "+when, err, "", handleCodes...)
 	_, err = b.ReleaseCache(c.ctx, &pb.ReleaseCacheRequest{CacheHandle: handle})
 	c.expectErr("ReleaseCache "+when, err, "", handleCodes...)
-	if _, err := b.GetInfo(c.ctx); err != nil {
+	if _, err := b.GetInfo(c.ctx, nil); err != nil {
 		c.Errorf("GetInfo %s: %v (it is valid at any time)", when, err)
 	}
 }
@@ -878,14 +878,14 @@ func checkConfigureResets(c *chk) {
 func checkShutdown(c *chk) {
 	g := c.anyCase("", nil)
 	b := c.fresh()
-	before, err := b.GetInfo(c.ctx)
+	before, err := b.GetInfo(c.ctx, nil)
 	c.must(err, "GetInfo")
 	c.openCase(b, g, c.s.primary)
 	c.must(b.Shutdown(c.ctx), "Shutdown")
 	if err := b.Shutdown(c.ctx); err != nil {
 		c.expectErr("a second Shutdown", err, "", codes.FailedPrecondition)
 	}
-	after, err := b.GetInfo(c.ctx)
+	after, err := b.GetInfo(c.ctx, nil)
 	c.must(err, "GetInfo after Shutdown")
 	if !proto.Equal(before, after) {
 		c.Errorf("GetInfo changed across Shutdown")

@@ -71,7 +71,7 @@ func newSuite(ctx context.Context, pluginPath string, opts Options) (*suite, err
 	if err != nil {
 		return nil, err
 	}
-	info, err := c.GetInfo(ctx)
+	info, err := c.GetInfo(ctx, nil)
 	if err != nil {
 		c.Kill()
 		return nil, err

@@ -24,8 +24,19 @@ import (
 // ProtocolVersion is the backend protocol version this SDK speaks.
 const ProtocolVersion = 1
 
-// MaxChunkBytes is the largest tensor chunk the protocol sends in one message.
-const MaxChunkBytes = 4 << 20
+// MaxMessageBytes is the protocol's message-size limit (backend.proto's
+// MAX_MESSAGE_BYTES): every gRPC server and client of the protocol, in a plugin,
+// in the host or in process (sdktesting), sends and accepts messages up to it.
+const MaxMessageBytes = int(pb.Limits_MAX_MESSAGE_BYTES)
+
+// MaxChunkBytes is the default state chunk (backend.proto's
+// DEFAULT_STATE_CHUNK_BYTES): what a backend that leaves
+// Capabilities.max_state_chunk_bytes at 0 accepts, and what GetState sends.
+const MaxChunkBytes = int(pb.Limits_DEFAULT_STATE_CHUNK_BYTES)
+
+// chunkOverhead is room for a chunk's other fields (name, shape, offsets) within
+// MaxMessageBytes.
+const chunkOverhead = 64 << 10
 
 // Backend is the compute a plugin provides. The SDK calls its methods from
 // gRPC handlers; training calls arrive one at a time from a single host.
@@ -36,7 +47,8 @@ const MaxChunkBytes = 4 << 20
 // Embed UnimplementedBackend so that methods added to later protocol versions
 // have a default.
 type Backend interface {
-	GetInfo(ctx context.Context) (*pb.GetInfoResponse, error)
+	// GetInfo describes the backend; req says who the host is (it may be nil).
+	GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error)
 	Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error)
 	// SetState reads a header and then whole tensors from r until io.EOF.
 	SetState(ctx context.Context, r StateReader) (*pb.SetStateResponse, error)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,9 @@ type StartOptions struct {
 	CallTimeout time.Duration
 	// Env is added to the plugin's environment.
 	Env []string
+	// HostVersion names the host in GetInfo requests, e.g. "mypt 0.3.0"; empty
+	// means "mypt-sdk".
+	HostVersion string
 }
 
 // Client is the host side of a running backend plugin. It implements
@@ -50,6 +54,9 @@ type Client struct {
 	stderr *tailWriter
 	opts   StartOptions
 	close  func() error
+
+	mu         sync.Mutex
+	chunkBytes int // SetState chunk size, from the last GetInfo (0 until then: MaxChunkBytes)
 }
 
 // Start launches the plugin binary at path, performs the handshake and
@@ -78,7 +85,7 @@ func Start(ctx context.Context, path string, opts StartOptions) (*Client, error)
 		Stderr:           tail,
 		StartTimeout:     opts.StartTimeout,
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes))},
+			grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))},
 	})
 	c := &Client{name: name, path: path, plugin: pc, cmd: cmd, stderr: tail, opts: opts}
 	rpcClient, err := pc.Client()
@@ -214,12 +221,62 @@ func indent(s string) string {
 	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
 }
 
-// GetInfo implements Backend.
-func (c *Client) GetInfo(ctx context.Context) (*pb.GetInfoResponse, error) {
+// GetInfo implements Backend. A nil req is filled with this host's description
+// (HostRequest). The answer must speak this SDK's protocol version; its
+// max_state_chunk_bytes sets the chunk size of later SetState calls.
+func (c *Client) GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	resp, err := c.rpc.GetInfo(ctx, &pb.GetInfoRequest{})
-	return resp, c.wrap("GetInfo", err)
+	if req == nil {
+		req = HostRequest(c.opts.HostVersion)
+	}
+	resp, err := c.rpc.GetInfo(ctx, req)
+	if err != nil {
+		return nil, c.wrap("GetInfo", err)
+	}
+	if v := resp.GetProtocolVersion(); v != ProtocolVersion {
+		return nil, fmt.Errorf("backend %s: GetInfo: it speaks protocol v%d, this host speaks v%d", c.name, v, ProtocolVersion)
+	}
+	c.mu.Lock()
+	c.chunkBytes = ChunkBytes(resp.GetCapabilities())
+	c.mu.Unlock()
+	return resp, nil
+}
+
+// HostRequest is the GetInfoRequest of a host called version ("" = "mypt-sdk"):
+// this SDK's protocol version and every Feature it knows.
+func HostRequest(version string) *pb.GetInfoRequest {
+	if version == "" {
+		version = "mypt-sdk"
+	}
+	req := &pb.GetInfoRequest{HostVersion: version, HostProtocolVersion: ProtocolVersion}
+	for v := range pb.Feature_name {
+		if v != 0 {
+			req.HostFeatures = append(req.HostFeatures, pb.Feature(v))
+		}
+	}
+	slices.Sort(req.HostFeatures)
+	return req
+}
+
+// ChunkBytes is the SetState chunk size a backend declaring caps accepts:
+// max_state_chunk_bytes, 0 meaning MaxChunkBytes, capped so a chunk fits in one
+// message.
+func ChunkBytes(caps *pb.Capabilities) int {
+	n := caps.GetMaxStateChunkBytes()
+	if n == 0 {
+		return MaxChunkBytes
+	}
+	return int(min(n, uint64(MaxMessageBytes-chunkOverhead)))
+}
+
+func (c *Client) setStateChunk() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.chunkBytes == 0 {
+		return MaxChunkBytes
+	}
+	return c.chunkBytes
 }
 
 // Configure implements Backend.
@@ -230,8 +287,8 @@ func (c *Client) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.C
 	return resp, c.wrap("Configure", err)
 }
 
-// SetState implements Backend: it streams r's tensors in chunks of at most
-// MaxChunkBytes.
+// SetState implements Backend: it streams r's tensors in chunks of the size the
+// backend declared in its last GetInfo (MaxChunkBytes before one).
 func (c *Client) SetState(ctx context.Context, r StateReader) (*pb.SetStateResponse, error) {
 	stream, err := c.rpc.SetState(ctx)
 	if err != nil {
@@ -247,6 +304,7 @@ func (c *Client) SetState(ctx context.Context, r StateReader) (*pb.SetStateRespo
 		}
 		return nil
 	}
+	chunk := c.setStateChunk()
 	if err := send(&pb.StateChunk{Item: &pb.StateChunk_Header{Header: r.Header()}}); err != nil {
 		return nil, c.wrap("SetState", err)
 	}
@@ -258,7 +316,7 @@ func (c *Client) SetState(ctx context.Context, r StateReader) (*pb.SetStateRespo
 		if err != nil {
 			return nil, fmt.Errorf("backend %s: SetState: read state: %w", c.name, err)
 		}
-		if err := sendTensor(t, MaxChunkBytes, send); err != nil {
+		if err := sendTensor(t, chunk, send); err != nil {
 			return nil, c.wrap("SetState", err)
 		}
 	}

@@ -21,10 +21,6 @@ var Handshake = plugin.HandshakeConfig{
 // PluginName is the name the backend service is dispensed under.
 const PluginName = "backend"
 
-// maxMessageBytes bounds one gRPC message: a 4 MiB state chunk plus framing,
-// or logits for a whole evaluated batch.
-const maxMessageBytes = 512 << 20
-
 // GRPCPlugin is the go-plugin binding of the backend service. Impl is set on
 // the plugin side and nil on the host side.
 type GRPCPlugin struct {

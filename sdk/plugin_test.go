@@ -114,7 +114,7 @@ func TestEveryRPC(t *testing.T) {
 	rec := &logRecorder{}
 	c := startPlugin(t, "", sdk.StartOptions{Logger: slog.New(rec)})
 
-	info, err := c.GetInfo(ctx)
+	info, err := c.GetInfo(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,8 +24,8 @@ func NewGRPCServer(b Backend) pb.BackendServer {
 	return &grpcServer{impl: b}
 }
 
-func (s *grpcServer) GetInfo(ctx context.Context, _ *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
-	resp, err := s.impl.GetInfo(ctx)
+func (s *grpcServer) GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
+	resp, err := s.impl.GetInfo(ctx, req)
 	return resp, toStatus("GetInfo", err)
 }
 

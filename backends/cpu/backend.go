@@ -65,7 +65,7 @@ func New(opts Options) *Backend {
 var _ sdk.Backend = (*Backend)(nil)
 
 // GetInfo describes the backend.
-func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
+func (b *Backend) GetInfo(context.Context, *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
 	eng := gemm.New(1)
 	kernel := eng.Kernel()
 	eng.Close()
@@ -85,7 +85,7 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 				// reduction runs in a fixed order, so results are bit-identical
 				// run to run (for the same thread count).
 				pb.Feature_FEATURE_DETERMINISTIC},
-			MaxStateChunkBytes: sdk.MaxChunkBytes,
+			MaxStateChunkBytes: uint64(sdk.MaxChunkBytes),
 		},
 		Engine: "pure-go gemm " + kernel,
 	}, nil

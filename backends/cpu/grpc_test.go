@@ -17,7 +17,7 @@ func TestOverGRPC(t *testing.T) {
 	ctx := context.Background()
 	g := goldentest.Cases(t)[0]
 	c := sdktesting.Connect(t, New(Options{Threads: 2}))
-	info, err := c.GetInfo(ctx)
+	info, err := c.GetInfo(ctx, nil)
 	if err != nil || info.Name != "cpu" {
 		t.Fatalf("GetInfo: %v %v", info, err)
 	}

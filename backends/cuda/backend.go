@@ -101,7 +101,7 @@ func (b *Backend) Device() (device.Device, error) {
 }
 
 // GetInfo describes the backend; without a GPU it fails with the reason.
-func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
+func (b *Backend) GetInfo(context.Context, *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	d, err := b.device()
@@ -122,7 +122,7 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
 				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_DETERMINISTIC,
 				pb.Feature_FEATURE_FROZEN_PARAMS},
-			MaxStateChunkBytes: sdk.MaxChunkBytes,
+			MaxStateChunkBytes: uint64(sdk.MaxChunkBytes),
 		},
 		Engine: in.Engine,
 	}, nil

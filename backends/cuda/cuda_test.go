@@ -206,7 +206,7 @@ func TestNoGPUError(t *testing.T) {
 		t.Skipf("driver present but unusable: %v", err)
 	}
 	b := New(Options{})
-	_, err := b.GetInfo(context.Background())
+	_, err := b.GetInfo(context.Background(), nil)
 	if sdk.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "libcuda.so.1 not found") {
 		t.Fatalf("GetInfo without a driver: %v", err)
 	}

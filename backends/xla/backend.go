@@ -105,7 +105,7 @@ func (b *Backend) engineLocked() (*engine, error) {
 }
 
 // GetInfo describes the backend and the engine in use.
-func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
+func (b *Backend) GetInfo(context.Context, *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	eng, err := b.engineLocked()
@@ -128,7 +128,7 @@ func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
 			ParamDtypes:        []pb.DType{pb.DType_DTYPE_F32},
 			ComputeDtypes:      eng.computeDTypes(),
 			Features:           features,
-			MaxStateChunkBytes: sdk.MaxChunkBytes,
+			MaxStateChunkBytes: uint64(sdk.MaxChunkBytes),
 		},
 		Engine: eng.name,
 	}, nil

@@ -236,7 +236,7 @@ func TestDropout(t *testing.T) {
 func TestInfoAndErrors(t *testing.T) {
 	ctx := context.Background()
 	x := sdktesting.Connect(t, New(Options{}))
-	info, err := x.GetInfo(ctx)
+	info, err := x.GetInfo(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestInfoAndErrors(t *testing.T) {
 	}
 
 	missing := filepath.Join(t.TempDir(), "no_such_plugin.so")
-	_, err = New(Options{PJRTPlugin: missing}).GetInfo(ctx)
+	_, err = New(Options{PJRTPlugin: missing}).GetInfo(ctx, nil)
 	if err == nil || !strings.Contains(err.Error(), missing) {
 		t.Errorf("missing plugin: %v, want an error naming %s", err, missing)
 	}

@@ -177,7 +177,7 @@ func TestBF16(t *testing.T) {
 		configureDemo(t, b, vocab, 3, d)
 		bs[d] = b
 	}
-	info, err := bs[pb.DType_DTYPE_BF16].GetInfo(ctx)
+	info, err := bs[pb.DType_DTYPE_BF16].GetInfo(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

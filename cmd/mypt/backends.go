@@ -78,7 +78,7 @@ func probeBackend(ctx context.Context, path string) (*pb.GetInfoResponse, error)
 		return nil, err
 	}
 	defer c.Close()
-	return c.GetInfo(ctx)
+	return c.GetInfo(ctx, nil)
 }
 
 func printBackends(w io.Writer, finder discovery.Finder, reports []backendReport) {

@@ -120,7 +120,7 @@ func Run(ctx context.Context, b sdk.Backend, opts Options) (*Result, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	info, err := b.GetInfo(ctx)
+	info, err := b.GetInfo(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("backend info: %w", err)
 	}

@@ -176,8 +176,8 @@ func TestEvalPrompts(t *testing.T) {
 // noKVCache hides FEATURE_KV_CACHE from the backend's capabilities.
 type noKVCache struct{ sdk.Backend }
 
-func (b noKVCache) GetInfo(ctx context.Context) (*pb.GetInfoResponse, error) {
-	info, err := b.Backend.GetInfo(ctx)
+func (b noKVCache) GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
+	info, err := b.Backend.GetInfo(ctx, req)
 	if err != nil {
 		return nil, err
 	}

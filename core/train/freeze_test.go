@@ -87,8 +87,8 @@ func TestFreezeLayers(t *testing.T) {
 // noFreezing is a backend that does not declare FEATURE_FROZEN_PARAMS.
 type noFreezing struct{ sdk.Backend }
 
-func (n noFreezing) GetInfo(ctx context.Context) (*pb.GetInfoResponse, error) {
-	info, err := n.Backend.GetInfo(ctx)
+func (n noFreezing) GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
+	info, err := n.Backend.GetInfo(ctx, req)
 	if err == nil {
 		info.Capabilities.Features = slices.DeleteFunc(info.Capabilities.Features, func(f pb.Feature) bool {
 			return f == pb.Feature_FEATURE_FROZEN_PARAMS

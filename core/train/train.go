@@ -101,7 +101,7 @@ func (r *Run) Train(ctx context.Context) (*Summary, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	info, err := r.Backend.GetInfo(context.WithoutCancel(ctx))
+	info, err := r.Backend.GetInfo(context.WithoutCancel(ctx), nil)
 	if err != nil {
 		return nil, fmt.Errorf("backend info: %w", err)
 	}

@@ -16,8 +16,8 @@ import (
 
 type backend struct{ *cpu.Backend }
 
-func (b backend) GetInfo(ctx context.Context) (*pb.GetInfoResponse, error) {
-	info, err := b.Backend.GetInfo(ctx)
+func (b backend) GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
+	info, err := b.Backend.GetInfo(ctx, req)
 	if err == nil {
 		info.Name = "accumscale"
 	}

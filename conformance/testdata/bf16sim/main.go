@@ -21,8 +21,8 @@ type backend struct {
 	bf16 bool
 }
 
-func (b *backend) GetInfo(ctx context.Context) (*pb.GetInfoResponse, error) {
-	info, err := b.Backend.GetInfo(ctx)
+func (b *backend) GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
+	info, err := b.Backend.GetInfo(ctx, req)
 	if err == nil {
 		info.Name = "bf16sim"
 		info.Capabilities.ComputeDtypes = append(slices.Clone(info.Capabilities.ComputeDtypes), pb.DType_DTYPE_BF16)

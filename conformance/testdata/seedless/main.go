@@ -19,8 +19,8 @@ type backend struct {
 	calls *atomic.Uint64
 }
 
-func (b backend) GetInfo(ctx context.Context) (*pb.GetInfoResponse, error) {
-	info, err := b.Backend.GetInfo(ctx)
+func (b backend) GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
+	info, err := b.Backend.GetInfo(ctx, req)
 	if err == nil {
 		info.Name = "seedless"
 	}

@@ -20,8 +20,8 @@ type backend struct {
 	tokens map[uint64][]int32 // per cache handle, every token so far
 }
 
-func (b *backend) GetInfo(ctx context.Context) (*pb.GetInfoResponse, error) {
-	info, err := b.Backend.GetInfo(ctx)
+func (b *backend) GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
+	info, err := b.Backend.GetInfo(ctx, req)
 	if err == nil {
 		info.Name = "slidingkv"
 	}

@@ -53,7 +53,7 @@ type cache struct {
 func New() *Backend { return &Backend{} }
 
 // GetInfo implements sdk.Backend.
-func (b *Backend) GetInfo(context.Context) (*pb.GetInfoResponse, error) {
+func (b *Backend) GetInfo(context.Context, *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
 	return &pb.GetInfoResponse{
 		Name:            "bigram",
 		Version:         "1.0.0",
