@@ -6,13 +6,9 @@
 // Requests and responses are the messages of sdk/proto (package backendv1),
 // documented field by field in backend.proto; the SDK hides transport:
 // go-plugin handshakes, gRPC streams, chunking of large tensors and status
-// codes. A minimal backend:
+// codes. A backend built on sdk/backendkit (see docs/PLUGIN_AUTHORS.md):
 //
-//	type myBackend struct{ sdk.UnimplementedBackend }
-//
-//	func (b *myBackend) GetInfo(ctx context.Context) (*backendv1.GetInfoResponse, error) { ... }
-//	...
-//	func main() { sdk.Serve(&myBackend{}) }
+//	func main() { sdk.Serve(backendkit.New(myEngine{})) }
 package sdk
 
 import (
@@ -39,13 +35,18 @@ const MaxChunkBytes = int(pb.Limits_DEFAULT_STATE_CHUNK_BYTES)
 const chunkOverhead = 64 << 10
 
 // Backend is the compute a plugin provides. The SDK calls its methods from
-// gRPC handlers; training calls arrive one at a time from a single host.
-// Return errors made with InvalidArgument, FailedPrecondition,
+// gRPC handlers one at a time (GetInfo excepted), unless the backend is
+// SelfSerializing. Return errors made with InvalidArgument, FailedPrecondition,
 // ResourceExhausted, Unimplemented or NotFound to give the host the right
 // status code; any other error reaches the host as INTERNAL.
 //
-// Embed UnimplementedBackend so that methods added to later protocol versions
-// have a default.
+// Most backends are built with sdk/backendkit, which implements this interface
+// around an engine and leaves only the maths to the backend. A backend written
+// against Backend directly implements the calls of profile "core" (GetInfo,
+// Configure, SetState, GetState, Evaluate, Shutdown) itself and embeds
+// UnimplementedProfiles for the profiles it lacks (training: ForwardBackward and
+// OptimizerStep; kv-cache: Prefill, Decode, ReleaseCache), which also gives
+// defaults to calls added by later protocol versions.
 type Backend interface {
 	// GetInfo describes the backend; req says who the host is (it may be nil).
 	GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error)
@@ -87,40 +88,35 @@ type StateWriter interface {
 	WriteTensor(t *Tensor) error
 }
 
-// UnimplementedBackend answers UNIMPLEMENTED for every optional call. Embed
-// it in a Backend and override what the backend supports.
-type UnimplementedBackend struct{}
-
-func (UnimplementedBackend) SetState(context.Context, StateReader) (*pb.SetStateResponse, error) {
-	return nil, Unimplemented("SetState")
+// SelfSerializing is implemented by a Backend that serialises its own calls (as
+// sdk/backendkit does); the SDK's gRPC adapter then does not hold a second lock
+// around them.
+type SelfSerializing interface {
+	Backend
+	SerializesCalls()
 }
 
-func (UnimplementedBackend) GetState(context.Context, *pb.GetStateRequest, StateWriter) error {
-	return Unimplemented("GetState")
-}
+// UnimplementedProfiles answers UNIMPLEMENTED for the calls of the optional
+// profiles (training and kv-cache). Embed it in a Backend and override what the
+// backend supports; the core calls have no default.
+type UnimplementedProfiles struct{}
 
-func (UnimplementedBackend) ForwardBackward(context.Context, *pb.ForwardBackwardRequest) (*pb.ForwardBackwardResponse, error) {
+func (UnimplementedProfiles) ForwardBackward(context.Context, *pb.ForwardBackwardRequest) (*pb.ForwardBackwardResponse, error) {
 	return nil, Unimplemented("ForwardBackward")
 }
 
-func (UnimplementedBackend) OptimizerStep(context.Context, *pb.OptimizerStepRequest) (*pb.OptimizerStepResponse, error) {
+func (UnimplementedProfiles) OptimizerStep(context.Context, *pb.OptimizerStepRequest) (*pb.OptimizerStepResponse, error) {
 	return nil, Unimplemented("OptimizerStep")
 }
 
-func (UnimplementedBackend) Evaluate(context.Context, *pb.EvaluateRequest) (*pb.EvaluateResponse, error) {
-	return nil, Unimplemented("Evaluate")
-}
-
-func (UnimplementedBackend) Prefill(context.Context, *pb.PrefillRequest) (*pb.PrefillResponse, error) {
+func (UnimplementedProfiles) Prefill(context.Context, *pb.PrefillRequest) (*pb.PrefillResponse, error) {
 	return nil, Unimplemented("Prefill")
 }
 
-func (UnimplementedBackend) Decode(context.Context, *pb.DecodeRequest) (*pb.DecodeResponse, error) {
+func (UnimplementedProfiles) Decode(context.Context, *pb.DecodeRequest) (*pb.DecodeResponse, error) {
 	return nil, Unimplemented("Decode")
 }
 
-func (UnimplementedBackend) ReleaseCache(context.Context, *pb.ReleaseCacheRequest) (*pb.ReleaseCacheResponse, error) {
+func (UnimplementedProfiles) ReleaseCache(context.Context, *pb.ReleaseCacheRequest) (*pb.ReleaseCacheResponse, error) {
 	return nil, Unimplemented("ReleaseCache")
 }
-
-func (UnimplementedBackend) Shutdown(context.Context) error { return nil }

@@ -10,19 +10,30 @@ import (
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
-// grpcServer adapts a Backend to the generated gRPC service. It serialises
-// calls (except GetInfo) so backend authors never see two at once.
+// grpcServer adapts a Backend to the generated gRPC service. Unless the backend
+// is SelfSerializing it serialises calls (except GetInfo), so backend authors
+// never see two at once.
 type grpcServer struct {
 	pb.UnimplementedBackendServer
 	impl Backend
-	mu   sync.Mutex
+	mu   sync.Locker
 }
 
 // NewGRPCServer returns the gRPC service implementation for b. Serve uses it;
 // it is exported for hosts that embed a backend in their own gRPC server.
 func NewGRPCServer(b Backend) pb.BackendServer {
-	return &grpcServer{impl: b}
+	var mu sync.Locker = &sync.Mutex{}
+	if _, ok := b.(SelfSerializing); ok {
+		mu = noLock{}
+	}
+	return &grpcServer{impl: b, mu: mu}
 }
+
+// noLock is the Locker of a SelfSerializing backend.
+type noLock struct{}
+
+func (noLock) Lock()   {}
+func (noLock) Unlock() {}
 
 func (s *grpcServer) GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
 	resp, err := s.impl.GetInfo(ctx, req)

@@ -3,6 +3,7 @@ package cpu
 import (
 	"math"
 
+	"github.com/mypt/mypt/sdk/backendkit"
 	"github.com/mypt/mypt/sdk/modelspec"
 )
 
@@ -10,7 +11,6 @@ import (
 type optimizer struct {
 	beta1, beta2, eps float64
 	m, v              []float32
-	steps             uint64
 }
 
 // gradNorm is the global L2 norm of g, accumulated in float64.
@@ -26,12 +26,13 @@ func gradNorm(p *pool, g []float32, partial []float64) float64 {
 	return math.Sqrt(s)
 }
 
-// step clips the gradients to clipNorm (≤ 0: no clipping) like
-// torch.nn.utils.clip_grad_norm_, applies one AdamW step with decoupled weight decay on the
-// slots marked for decay, and zeroes the gradients. Frozen slots (requires_grad=False in
+// step clips the gradients to st.ClipNorm (0: no clipping) like
+// torch.nn.utils.clip_grad_norm_, applies AdamW step st.Number with decoupled weight decay
+// on the slots marked for decay, and zeroes the gradients. Frozen slots (requires_grad=False in
 // MyPT) take no part: their gradients are zeroed first, so they are not in the norm, and
 // their parameters and moments are left as they are. It returns the norm before clipping.
-func (o *optimizer) step(p *pool, lay *modelspec.Layout, params, grads []float32, lr, wd, clipNorm float64, partial []float64) float64 {
+func (o *optimizer) step(p *pool, lay *modelspec.Layout, params, grads []float32, st backendkit.Step, partial []float64) float64 {
+	lr, wd := st.LearningRate, st.WeightDecay
 	if lay.AnyFrozen {
 		for _, s := range lay.Params {
 			if s.Frozen {
@@ -41,14 +42,13 @@ func (o *optimizer) step(p *pool, lay *modelspec.Layout, params, grads []float32
 	}
 	norm := gradNorm(p, grads, partial)
 	gscale := float32(1)
-	if clipNorm > 0 {
-		if coef := clipNorm / (norm + 1e-6); coef < 1 {
+	if st.ClipNorm > 0 {
+		if coef := st.ClipNorm / (norm + 1e-6); coef < 1 {
 			gscale = float32(coef)
 		}
 	}
-	o.steps++
-	bc1 := 1 - math.Pow(o.beta1, float64(o.steps))
-	bc2 := 1 - math.Pow(o.beta2, float64(o.steps))
+	bc1 := 1 - math.Pow(o.beta1, float64(st.Number))
+	bc2 := 1 - math.Pow(o.beta2, float64(st.Number))
 	stepSize := float32(lr / bc1)
 	bc2Sqrt := float32(math.Sqrt(bc2))
 	b1, b2, eps := float32(o.beta1), float32(o.beta2), float32(o.eps)

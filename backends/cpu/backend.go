@@ -2,167 +2,98 @@
 // explicit per-layer backward passes, AdamW, gradient clipping and a KV cache, all in
 // float32 on the CPU. It is the numerical reference other backends are held to and the
 // default backend when there is no GPU. Matrix products go through backends/cpu/gemm;
-// other loops are spread over a small worker pool.
+// other loops are spread over a small worker pool. The RPC shell (validation, state
+// streams, cache table) is sdk/backendkit's; this package holds the maths.
 package cpu
 
 import (
 	"context"
-	"fmt"
-	"math"
 	"runtime"
 	"slices"
-	"sync"
 
 	"github.com/mypt/mypt/backends/cpu/gemm"
-	"github.com/mypt/mypt/sdk"
-	"github.com/mypt/mypt/sdk/modelspec"
-	"github.com/mypt/mypt/sdk/paramstate"
+	"github.com/mypt/mypt/sdk/backendkit"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 // Version is the backend's own semantic version.
-const Version = "0.1.0"
+const Version = "0.2.0"
 
-// computeDTypes are the compute dtypes the backend declares and accepts.
-func computeDTypes() []pb.DType { return []pb.DType{pb.DType_DTYPE_F32} }
-
-// Options configure a Backend.
+// Options configure a backend.
 type Options struct {
 	// Threads is the number of cores to compute on; 0 means runtime.GOMAXPROCS(0).
 	Threads int
 }
 
-// Backend implements sdk.Backend on the CPU. Calls are serialised by a mutex.
-type Backend struct {
-	sdk.UnimplementedBackend
-	threads int
-
-	mu      sync.Mutex
-	session *session // nil before Configure and after Shutdown
+// New returns a CPU backend.
+func New(opts Options) *backendkit.Backend {
+	t := opts.Threads
+	if t <= 0 {
+		t = runtime.GOMAXPROCS(0)
+	}
+	return backendkit.New(engine{threads: t})
 }
 
-// session is everything one Configure builds.
+// engine is the CPU: a thread count.
+type engine struct{ threads int }
+
+// Describe implements backendkit.Engine.
+func (e engine) Describe(context.Context) (backendkit.Description, error) {
+	eng := gemm.New(1)
+	kernel := eng.Kernel()
+	eng.Close()
+	return backendkit.Description{
+		Name: "cpu", Version: Version, Engine: "pure-go gemm " + kernel,
+		Devices:       []*pb.Device{{Kind: "cpu", Name: runtime.GOARCH, Cores: uint32(e.threads)}},
+		ComputeDTypes: []pb.DType{pb.DType_DTYPE_F32},
+		Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
+			pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
+			pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_FROZEN_PARAMS,
+			pb.Feature_FEATURE_LM_HEAD_WITHOUT_BIAS,
+			// Work is split by sizes and the fixed thread count only, and every
+			// reduction runs in a fixed order, so results are bit-identical
+			// run to run (for the same thread count).
+			pb.Feature_FEATURE_DETERMINISTIC},
+	}, nil
+}
+
+// session is one configured model on the CPU.
 type session struct {
-	spec    *pb.ModelSpec
 	model   *model[float32]
 	opt     optimizer
 	pool    *pool
 	engine  *gemm.Engine
 	workers []*gemm.Engine
 	partial []float64
-	caches  sdk.CacheTable[*kvCache]
 }
 
-// New returns a CPU backend.
-func New(opts Options) *Backend {
-	t := opts.Threads
-	if t <= 0 {
-		t = runtime.GOMAXPROCS(0)
-	}
-	return &Backend{threads: t}
-}
-
-var _ sdk.Backend = (*Backend)(nil)
-
-// GetInfo describes the backend.
-func (b *Backend) GetInfo(context.Context, *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
-	eng := gemm.New(1)
-	kernel := eng.Kernel()
-	eng.Close()
-	return &pb.GetInfoResponse{
-		Name: "cpu", Version: Version, ProtocolVersion: sdk.ProtocolVersion,
-		Devices: []*pb.Device{{Kind: "cpu", Name: runtime.GOARCH, Cores: uint32(b.threads)}},
-		Capabilities: &pb.Capabilities{
-			PosEncodings:  []pb.PosEncoding{pb.PosEncoding_POS_ENCODING_LEARNED, pb.PosEncoding_POS_ENCODING_ROPE},
-			MlpTypes:      []pb.MLPType{pb.MLPType_MLP_TYPE_GELU, pb.MLPType_MLP_TYPE_SWIGLU},
-			NormTypes:     []pb.NormType{pb.NormType_NORM_TYPE_LAYERNORM, pb.NormType_NORM_TYPE_RMSNORM},
-			ParamDtypes:   []pb.DType{pb.DType_DTYPE_F32},
-			ComputeDtypes: computeDTypes(),
-			Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
-				pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
-				pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_FROZEN_PARAMS,
-				// Work is split by sizes and the fixed thread count only, and every
-				// reduction runs in a fixed order, so results are bit-identical
-				// run to run (for the same thread count).
-				pb.Feature_FEATURE_DETERMINISTIC},
-			MaxStateChunkBytes: uint64(sdk.MaxChunkBytes),
-		},
-		Engine: "pure-go gemm " + kernel,
-	}, nil
-}
-
-// Configure builds the model and optimizer, discarding any previous session.
-func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
-	a, err := modelspec.Validate(req.GetModel())
-	if err != nil {
-		return nil, err
-	}
-	lay, err := modelspec.NewLayout(a, req.GetModel().GetParams())
-	if err != nil {
-		return nil, err
-	}
-	o := req.GetOptimizer()
-	if err := sdk.ValidateOptimizer(o); err != nil {
-		return nil, err
-	}
-	if _, err := sdk.ValidatePrecision(req.GetPrecision(), computeDTypes()); err != nil {
-		return nil, err
-	}
-
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.closeSession()
-	s := &session{spec: req.GetModel()}
-	s.pool = newPool(b.threads)
-	s.engine = gemm.New(b.threads)
-	workerMM := make([]gemmFunc[float32], b.threads)
+// NewSession implements backendkit.Engine.
+func (e engine) NewSession(_ context.Context, cfg backendkit.SessionConfig) (backendkit.Session, error) {
+	s := &session{pool: newPool(e.threads), engine: gemm.New(e.threads), partial: make([]float64, e.threads)}
+	workerMM := make([]gemmFunc[float32], e.threads)
 	for i := range workerMM {
-		e := gemm.New(1)
-		s.workers = append(s.workers, e)
-		workerMM[i] = e.Sgemm
+		w := gemm.New(1)
+		s.workers = append(s.workers, w)
+		workerMM[i] = w.Sgemm
 	}
-	s.partial = make([]float64, b.threads)
-	s.model = newModel(a, lay, s.pool, s.engine.Sgemm, workerMM)
+	s.model = newModel(cfg.Arch, cfg.Layout, s.pool, s.engine.Sgemm, workerMM)
+	o := cfg.Optimizer
 	s.opt = optimizer{beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps,
-		m: make([]float32, lay.Total), v: make([]float32, lay.Total)}
-	maxB, maxT := int(req.MaxBatchSize), int(req.MaxSeqLen)
-	if maxT == 0 || maxT > a.BlockSize {
-		maxT = a.BlockSize
+		m: make([]float32, cfg.Layout.Total), v: make([]float32, cfg.Layout.Total)}
+	if cfg.MaxBatch > 0 {
+		s.model.ensure(cfg.MaxBatch, cfg.MaxSeqLen, cfg.MaxSeqLen, cfg.Arch.Dropout > 0)
 	}
-	if maxB > 0 {
-		s.model.ensure(maxB, maxT, a.Dropout > 0)
-	}
-	b.session = s
-	return &pb.ConfigureResponse{ParameterCount: uint64(lay.Total), MemoryBytes: uint64(4 * 4 * lay.Total)}, nil
+	return s, nil
 }
 
-func (b *Backend) closeSession() {
-	if b.session == nil {
-		return
-	}
-	b.session.pool.close()
-	b.session.engine.Close()
-	for _, e := range b.session.workers {
+// Close implements backendkit.Session.
+func (s *session) Close() error {
+	s.pool.close()
+	s.engine.Close()
+	for _, e := range s.workers {
 		e.Close()
 	}
-	b.session = nil
-}
-
-// Shutdown frees everything.
-func (b *Backend) Shutdown(context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.closeSession()
 	return nil
-}
-
-func (b *Backend) lockSession() (*session, error) {
-	b.mu.Lock()
-	if b.session == nil {
-		b.mu.Unlock()
-		return nil, sdk.FailedPrecondition("backend is not configured: call Configure first")
-	}
-	return b.session, nil
 }
 
 // roleBuffer returns the flat buffer holding a role's tensors.
@@ -180,155 +111,110 @@ func (s *session) roleBuffer(role pb.TensorRole) []float32 {
 	return nil
 }
 
-// session is the paramstate.Store of the state calls: a role's tensors are ranges of
-// its flat buffer.
-var _ paramstate.Store = (*session)(nil)
-
+// Has implements paramstate.Store: a role's tensors are ranges of its flat buffer.
 func (s *session) Has(role pb.TensorRole) bool { return s.roleBuffer(role) != nil }
 
+// Load implements paramstate.Store.
 func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
 	p := s.model.lay.Params[i]
 	copy(s.roleBuffer(role)[p.Offset:p.Offset+p.Size], values)
 	return nil
 }
 
+// Values implements paramstate.Store.
 func (s *session) Values(role pb.TensorRole, i int) ([]float32, error) {
 	p := s.model.lay.Params[i]
 	return s.roleBuffer(role)[p.Offset : p.Offset+p.Size], nil
 }
 
-// SetState loads named tensors and clears the accumulated gradients.
-func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateResponse, error) {
-	s, err := b.lockSession()
-	if err != nil {
-		return nil, err
-	}
-	defer b.mu.Unlock()
-	if h := r.Header(); h != nil {
-		s.opt.steps = h.OptimizerSteps
-	}
-	count, err := paramstate.Receive(r, s.model.lay, s)
-	if err != nil {
-		return nil, err
-	}
+// ZeroGrads implements backendkit.Trainer.
+func (s *session) ZeroGrads() error {
 	clear(s.model.grads)
-	return &pb.SetStateResponse{TensorsReceived: count}, nil
+	return nil
 }
 
-// GetState writes the requested tensors in the host's parameter order.
-func (b *Backend) GetState(_ context.Context, req *pb.GetStateRequest, w sdk.StateWriter) error {
-	s, err := b.lockSession()
-	if err != nil {
-		return err
-	}
-	defer b.mu.Unlock()
-	return paramstate.Send(req, w, s.model.lay, s.opt.steps, s)
+// passOf is the forward pass over a kit batch.
+func passOf(b *backendkit.Batch) pass {
+	return pass{b: b.B, t: b.T, tokens: b.Tokens, pos: b.Positions, segs: b.Segments}
 }
 
-// validateBatch checks a batch against the model; field paths start with prefix.
-func validateBatch(a modelspec.Arch, bt *pb.Batch, prefix string, needTargets bool) (pass, error) {
-	if bt == nil {
-		return pass{}, sdk.InvalidArgument(prefix, "missing")
-	}
-	B, T := int(bt.BatchSize), int(bt.SeqLen)
-	if B < 1 {
-		return pass{}, sdk.InvalidArgument(prefix+".batch_size", "must be ≥ 1, got %d", B)
-	}
-	if T < 1 || T > a.BlockSize {
-		return pass{}, sdk.InvalidArgument(prefix+".seq_len", "must be in [1, block_size=%d], got %d", a.BlockSize, T)
-	}
-	n := B * T
-	check := func(field string, got int) error {
-		if got != n {
-			return sdk.InvalidArgument(prefix+"."+field, "has %d entries, want batch_size·seq_len = %d", got, n)
-		}
-		return nil
-	}
-	if err := check("tokens", len(bt.Tokens)); err != nil {
-		return pass{}, err
-	}
-	for i, tok := range bt.Tokens {
-		if tok < 0 || int(tok) >= a.VocabSize {
-			return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.tokens[%d]", prefix, i), "token id %d is outside [0, %d)", tok, a.VocabSize)
-		}
-	}
-	if needTargets {
-		if err := check("loss_weights", len(bt.LossWeights)); err != nil {
-			return pass{}, err
-		}
-		if err := check("targets", len(bt.Targets)); err != nil {
-			return pass{}, err
-		}
-		for i, w := range bt.LossWeights {
-			if !(w >= 0) || math.IsInf(float64(w), 0) {
-				return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.loss_weights[%d]", prefix, i), "weight %v must be finite and ≥ 0", w)
-			}
-			if tg := bt.Targets[i]; w > 0 && (tg < 0 || int(tg) >= a.VocabSize) {
-				return pass{}, sdk.InvalidArgument(fmt.Sprintf("%s.targets[%d]", prefix, i), "target id %d is outside [0, %d)", tg, a.VocabSize)
-			}
-		}
-	}
-	ps := pass{b: B, t: T, tokens: bt.Tokens}
-	if len(bt.SegmentIds) > 0 {
-		if err := check("segment_ids", len(bt.SegmentIds)); err != nil {
-			return pass{}, err
-		}
-		ps.segs = bt.SegmentIds
-	}
-	return ps, nil
+// ForwardBackward implements backendkit.Trainer.
+func (s *session) ForwardBackward(_ context.Context, b *backendkit.Batch, gradScale float32, seed uint64) (backendkit.Totals, error) {
+	ps := passOf(b)
+	ps.train, ps.seed = true, seed
+	return s.model.forwardBackward(ps, b.Targets, b.Weights, float64(gradScale)), nil
 }
 
-// ForwardBackward runs one training micro-batch and accumulates its gradients.
-func (b *Backend) ForwardBackward(_ context.Context, req *pb.ForwardBackwardRequest) (*pb.ForwardBackwardResponse, error) {
-	s, err := b.lockSession()
-	if err != nil {
-		return nil, err
-	}
-	defer b.mu.Unlock()
-	ps, err := validateBatch(s.model.a, req.GetBatch(), "batch", true)
-	if err != nil {
-		return nil, err
-	}
-	if g := float64(req.GradScale); math.IsNaN(g) || math.IsInf(g, 0) {
-		return nil, sdk.InvalidArgument("grad_scale", "must be finite, got %v", req.GradScale)
-	}
-	ps.train, ps.seed = true, req.DropoutSeed
-	tot := s.model.forwardBackward(ps, req.Batch.Targets, req.Batch.LossWeights, float64(req.GradScale))
-	return &pb.ForwardBackwardResponse{LossSum: tot.lossSum, WeightSum: tot.weightSum, Tokens: uint64(ps.b * ps.t)}, nil
+// OptimizerStep implements backendkit.Trainer.
+func (s *session) OptimizerStep(_ context.Context, st backendkit.Step) (float64, error) {
+	return s.opt.step(s.pool, s.model.lay, s.model.params, s.model.grads, st, s.partial), nil
 }
 
-// OptimizerStep clips, applies AdamW and zeroes the gradients.
-func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest) (*pb.OptimizerStepResponse, error) {
-	s, err := b.lockSession()
-	if err != nil {
-		return nil, err
+// Evaluate implements backendkit.Session.
+func (s *session) Evaluate(_ context.Context, b *backendkit.Batch, rows []int) (backendkit.Totals, []float32, error) {
+	m := s.model
+	m.forward(passOf(b), nil)
+	var logits []float32
+	if rows != nil {
+		V := m.a.VocabSize
+		logits = make([]float32, 0, len(rows)*V)
+		for _, r := range rows {
+			logits = append(logits, m.x.logits[r*V:(r+1)*V]...)
+		}
 	}
-	defer b.mu.Unlock()
-	if err := sdk.ValidateOptimizerStep(req); err != nil {
-		return nil, err
-	}
-	norm := s.opt.step(s.pool, s.model.lay, s.model.params, s.model.grads, req.LearningRate, req.WeightDecay, req.ClipNorm, s.partial)
-	return &pb.OptimizerStepResponse{GradNorm: norm, OptimizerSteps: s.opt.steps}, nil
+	return m.lossAndGrad(b.B*b.T, b.Targets, b.Weights, 0, false), logits, nil
 }
 
-// Evaluate runs one batch without dropout or gradients.
-func (b *Backend) Evaluate(_ context.Context, req *pb.EvaluateRequest) (*pb.EvaluateResponse, error) {
-	s, err := b.lockSession()
-	if err != nil {
-		return nil, err
-	}
-	defer b.mu.Unlock()
-	ps, err := validateBatch(s.model.a, req.GetBatch(), "batch", true)
-	if err != nil {
-		return nil, err
-	}
-	s.model.forward(ps)
-	n := ps.b * ps.t
-	resp := &pb.EvaluateResponse{}
-	if req.ReturnLogits {
-		resp.Logits = slices.Clone(s.model.x.logits[:n*s.model.a.VocabSize])
-	}
-	tot := s.model.lossAndGrad(n, req.Batch.Targets, req.Batch.LossWeights, 0, false)
-	resp.LossSum, resp.WeightSum, resp.Correct, resp.Counted = tot.lossSum, tot.weightSum, tot.correct, tot.counted
-	return resp, nil
+// NewKVCache implements backendkit.KVSession.
+func (s *session) NewKVCache(_ context.Context, capacity int) (backendkit.KVCache, error) {
+	return newKVCache(s.model, capacity), nil
 }
+
+// kvCache holds one sequence's keys (after RoPE) and values for every layer.
+type kvCache[F Float] struct {
+	m    *model[F]
+	k, v [][]F    // per layer, [capacity, KVDim]
+	pos  []int32 // scratch for the positions of one Extend
+}
+
+func newKVCache[F Float](m *model[F], capacity int) *kvCache[F] {
+	c := &kvCache[F]{m: m}
+	for range m.a.NLayer {
+		c.k = append(c.k, make([]F, capacity*m.a.KVDim()))
+		c.v = append(c.v, make([]F, capacity*m.a.KVDim()))
+	}
+	return c
+}
+
+// Extend implements backendkit.KVCache: the forward pass over tokens at positions
+// start…, attending to the cached sequence, appends their keys and values.
+func (c *kvCache[F]) Extend(_ context.Context, tokens []int32, start int) ([]float32, error) {
+	n := len(tokens)
+	c.pos = slices.Grow(c.pos[:0], n)[:n]
+	for i := range c.pos {
+		c.pos[i] = int32(start + i)
+	}
+	c.m.forward(pass{b: 1, t: n, tokens: tokens, pos: c.pos}, c)
+	logits := make([]float32, n*c.m.a.VocabSize)
+	for i, v := range c.m.x.logits[:len(logits)] {
+		logits[i] = float32(v)
+	}
+	return logits, nil
+}
+
+// appendKeys copies the keys (after RoPE) and values of the t rows of qkv (row stride
+// stride) into layer l's cache at positions start…, and returns the cached sequence up
+// to them for attention to read.
+func (c *kvCache[F]) appendKeys(l int, qkv []F, start, t, width, stride int) keyView[F] {
+	kd := c.m.a.KVDim()
+	k, v := c.k[l], c.v[l]
+	for i := range t {
+		row := qkv[i*stride:]
+		copy(k[(start+i)*kd:(start+i+1)*kd], row[width:width+kd])
+		copy(v[(start+i)*kd:(start+i+1)*kd], row[width+kd:width+2*kd])
+	}
+	return keyView[F]{k: k, v: v, ld: kd}
+}
+
+// Release implements backendkit.KVCache (the garbage collector frees the buffers).
+func (c *kvCache[F]) Release() { c.k, c.v = nil, nil }

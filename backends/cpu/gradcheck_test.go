@@ -134,7 +134,7 @@ func TestLayerGradients(t *testing.T) {
 		checkGrad(t, "dx", x, d, f)
 	})
 	t.Run("attention", func(t *testing.T) {
-		s := attnShape{b: 2, t: 5, c: 8, nh: 2}
+		s := attnShape{b: 2, t: 5, s: 5, c: 8, nh: 2, qkv: 24}
 		rows := s.b * s.t
 		seg := []int32{1, 1, 2, 2, 2, 0, 3, 3, 3, 3}
 		qkv, R := randVec(r, rows*3*s.c, 1), randVec(r, rows*s.c, 1)
@@ -145,7 +145,10 @@ func TestLayerGradients(t *testing.T) {
 		mms := []gemmFunc[float64]{mm, mm}
 		scratch := [][]float64{make([]float64, 2*s.t*s.t), make([]float64, 2*s.t*s.t)}
 		y, att := make([]float64, rows*s.c), make([]float64, len(drop))
-		f := func() float64 { attentionForward(p, mms, scratch, y, att, drop, qkv, seg, s); return dot(y, R) }
+		f := func() float64 {
+			attentionForward(p, mms, scratch, y, att, drop, qkv, batchKeys(qkv, s.c, s.qkv), seg, s)
+			return dot(y, R)
+		}
 		f()
 		dqkv := make([]float64, len(qkv))
 		attentionBackward(p, mms, scratch, dqkv, R, att, drop, qkv, seg, s)
@@ -159,7 +162,7 @@ func TestLayerGradients(t *testing.T) {
 		acc := make([]lossTotals, 2)
 		f := func() float64 {
 			tmp := append([]float64{}, logits...)
-			return crossEntropy(p, tmp, targets, weights, n, v, 0, false, acc).lossSum
+			return crossEntropy(p, tmp, targets, weights, n, v, 0, false, acc).LossSum
 		}
 		d := append([]float64{}, logits...)
 		crossEntropy(p, d, targets, weights, n, v, 1, true, acc)
@@ -204,13 +207,15 @@ func TestModelGradients(t *testing.T) {
 			ps := pass{b: 2, t: 7, train: true, seed: 42,
 				tokens: []int32{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1, 2, 3},
 				segs:   []int32{1, 1, 1, 2, 2, 2, 0, 1, 1, 1, 1, 2, 2, 2}}
+			ps.pos = make([]int32, ps.b*ps.t)
+			a.Positions(ps.pos, ps.segs, ps.b, ps.t)
 			targets := []int32{2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1, 2, 3, 4}
 			weights := []float32{1, 1, 0, 2, 1, 1, 0, 1, 0.5, 1, 1, 1, 1, 1}
 			m.forwardBackward(ps, targets, weights, 1)
 			grads := append([]float64{}, m.grads...)
 			loss := func() float64 {
-				m.forward(ps)
-				return m.lossAndGrad(ps.b*ps.t, targets, weights, 0, false).lossSum
+				m.forward(ps, nil)
+				return m.lossAndGrad(ps.b*ps.t, targets, weights, 0, false).LossSum
 			}
 			for _, s := range lay.Params {
 				checkGrad(t, s.Name, m.params[s.Offset:s.Offset+s.Size], grads[s.Offset:s.Offset+s.Size], loss)

@@ -1,6 +1,10 @@
 package cpu
 
-import "math"
+import (
+	"math"
+
+	"github.com/mypt/mypt/sdk/backendkit"
+)
 
 // Float is the element type the layers are written for: float32 in the backend, float64 in
 // the finite-difference tests (the same code, instantiated twice).
@@ -246,53 +250,71 @@ func ropeApply[F Float](p *pool, qkv []F, pos []int32, cos, sin []F, n, c, nh in
 // ---------------------------------------------------------------------------------------
 // Causal self-attention with segment isolation, per (batch row, head).
 //
-// qkv is [B·T, 3C] (q|k|v, heads are contiguous hd slices). att holds the softmax
-// probabilities [B,nh,T,T] (zero where masked), drop the dropout scale factors of the same
-// shape (nil when dropout is off). y is [B·T, C].
+// qkv is [B·T, QKV] (q|k|v, heads are contiguous hd slices). The keys and values attention
+// reads are the batch's own (batchKeys) or a KV cache's (generation): S per row, the T
+// queries sitting at the last T of those S positions. att holds the softmax probabilities
+// [B,nh,T,S] (zero where masked), drop the dropout scale factors of the same shape (nil
+// when dropout is off). y is [B·T, C].
 
-type attnShape struct{ b, t, c, nh int }
+// attnShape: b rows of t queries attending to s keys each (s = t, or a cached length);
+// c the model width, nh the heads, qkv the row stride of the qkv buffer.
+type attnShape struct{ b, t, s, c, nh, qkv int }
 
-// allowed reports whether query i may attend key j within one row.
-func allowed(seg []int32, i, j int) bool {
-	return j <= i && (seg == nil || seg[i] == seg[j])
+// keyView is where attention reads keys and values: rows of stride ld, s of them per
+// batch row.
+type keyView[F Float] struct {
+	k, v []F
+	ld   int
 }
 
-func attentionForward[F Float](p *pool, mms []gemmFunc[F], scratch [][]F, y, att, drop, qkv []F, seg []int32, s attnShape) {
+// batchKeys are the keys and values in a batch's own qkv rows.
+func batchKeys[F Float](qkv []F, c, stride int) keyView[F] {
+	return keyView[F]{k: qkv[c:], v: qkv[2*c:], ld: stride}
+}
+
+// allowed reports whether query i (at key position qoff+i) may attend key j of one row.
+func allowed(seg []int32, i, j, qoff int) bool {
+	return j <= qoff+i && (seg == nil || seg[i] == seg[j])
+}
+
+func attentionForward[F Float](p *pool, mms []gemmFunc[F], scratch [][]F, y, att, drop, qkv []F, kv keyView[F], seg []int32, s attnShape) {
 	hd := s.c / s.nh
-	tt := s.t * s.t
+	ts := s.t * s.s
+	qoff := s.s - s.t
 	scale := F(1 / math.Sqrt(float64(hd)))
 	att32, _ := any(att).([]float32) // float32 without segments: the vector softmax
 	p.run(s.b*s.nh, 1, func(w, lo, hi int) {
 		mm := mms[w]
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/s.nh, bh%s.nh
-			q := qkv[b*s.t*3*s.c+h*hd:]
-			k := q[s.c:]
-			v := q[2*s.c:]
+			q := qkv[b*s.t*s.qkv+h*hd:]
+			k := kv.k[b*s.s*kv.ld+h*hd:]
+			v := kv.v[b*s.s*kv.ld+h*hd:]
 			var sg []int32
 			if seg != nil {
 				sg = seg[b*s.t : (b+1)*s.t]
 			}
-			P := att[bh*tt : (bh+1)*tt]
-			mm(false, true, s.t, s.t, hd, scale, q, 3*s.c, k, 3*s.c, 0, P, s.t)
+			P := att[bh*ts : (bh+1)*ts]
+			mm(false, true, s.t, s.s, hd, scale, q, s.qkv, k, kv.ld, 0, P, s.s)
 			for i := 0; i < s.t; i++ {
-				row := P[i*s.t : (i+1)*s.t]
+				row := P[i*s.s : (i+1)*s.s]
+				last := qoff + i // the last key query i sees
 				if att32 != nil && sg == nil {
-					r := att32[bh*tt+i*s.t : bh*tt+(i+1)*s.t]
-					mx := max32(r[:i+1])
-					scale32(r[:i+1], 1/expShiftSum32(r[:i+1], r[:i+1], mx))
-					clear(r[i+1:])
+					r := att32[bh*ts+i*s.s : bh*ts+(i+1)*s.s]
+					mx := max32(r[:last+1])
+					scale32(r[:last+1], 1/expShiftSum32(r[:last+1], r[:last+1], mx))
+					clear(r[last+1:])
 					continue
 				}
 				mx := F(math.Inf(-1))
-				for j := 0; j <= i; j++ {
-					if allowed(sg, i, j) && row[j] > mx {
+				for j := 0; j <= last; j++ {
+					if allowed(sg, i, j, qoff) && row[j] > mx {
 						mx = row[j]
 					}
 				}
 				var sum float64
 				for j := range row {
-					if allowed(sg, i, j) {
+					if allowed(sg, i, j, qoff) {
 						e := math.Exp(float64(row[j] - mx))
 						row[j] = F(e)
 						sum += e
@@ -301,18 +323,18 @@ func attentionForward[F Float](p *pool, mms []gemmFunc[F], scratch [][]F, y, att
 					}
 				}
 				inv := F(1 / sum)
-				for j := 0; j <= i; j++ {
+				for j := 0; j <= last; j++ {
 					row[j] *= inv
 				}
 			}
 			Pd := P
 			if drop != nil {
-				Pd = scratch[w][:tt]
-				for i, dv := range drop[bh*tt : (bh+1)*tt] {
+				Pd = scratch[w][:ts]
+				for i, dv := range drop[bh*ts : (bh+1)*ts] {
 					Pd[i] = P[i] * dv
 				}
 			}
-			mm(false, false, s.t, hd, s.t, 1, Pd, s.t, v, 3*s.c, 0, y[b*s.t*s.c+h*hd:], s.c)
+			mm(false, false, s.t, hd, s.s, 1, Pd, s.s, v, kv.ld, 0, y[b*s.t*s.c+h*hd:], s.c)
 		}
 	})
 }
@@ -328,7 +350,7 @@ func attentionBackward[F Float](p *pool, mms []gemmFunc[F], scratch [][]F, dqkv,
 		Pd := scratch[w][tt : 2*tt]
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/s.nh, bh%s.nh
-			off := b*s.t*3*s.c + h*hd
+			off := b*s.t*s.qkv + h*hd
 			q, k, v := qkv[off:], qkv[off+s.c:], qkv[off+2*s.c:]
 			dq, dk, dv := dqkv[off:], dqkv[off+s.c:], dqkv[off+2*s.c:]
 			dyh := dy[b*s.t*s.c+h*hd:]
@@ -343,8 +365,8 @@ func attentionBackward[F Float](p *pool, mms []gemmFunc[F], scratch [][]F, dqkv,
 				copy(Pd, P)
 			}
 			// y = Pd·V: dPd = dy·Vᵀ, dV = Pdᵀ·dy
-			mm(false, true, s.t, s.t, hd, 1, dyh, s.c, v, 3*s.c, 0, dP, s.t)
-			mm(true, false, s.t, hd, s.t, 1, Pd, s.t, dyh, s.c, 0, dv, 3*s.c)
+			mm(false, true, s.t, s.t, hd, 1, dyh, s.c, v, s.qkv, 0, dP, s.t)
+			mm(true, false, s.t, hd, s.t, 1, Pd, s.t, dyh, s.c, 0, dv, s.qkv)
 			// through dropout and softmax: dS = P ⊙ (dP − Σ_j P·dP)
 			for i := 0; i < s.t; i++ {
 				pr, dr := P[i*s.t:(i+1)*s.t], dP[i*s.t:(i+1)*s.t]
@@ -366,8 +388,8 @@ func attentionBackward[F Float](p *pool, mms []gemmFunc[F], scratch [][]F, dqkv,
 				}
 			}
 			// S = scale·Q·Kᵀ
-			mm(false, false, s.t, hd, s.t, scale, dP, s.t, k, 3*s.c, 0, dq, 3*s.c)
-			mm(true, false, s.t, hd, s.t, scale, dP, s.t, q, 3*s.c, 0, dk, 3*s.c)
+			mm(false, false, s.t, hd, s.t, scale, dP, s.t, k, s.qkv, 0, dq, s.qkv)
+			mm(true, false, s.t, hd, s.t, scale, dP, s.t, q, s.qkv, 0, dk, s.qkv)
 		}
 	})
 }
@@ -376,10 +398,8 @@ func attentionBackward[F Float](p *pool, mms []gemmFunc[F], scratch [][]F, dqkv,
 // Cross-entropy over logits rows [N,V]: returns Σ w·CE and counts argmax hits on rows with
 // w > 0. When dlogits is true the logits are overwritten with scale·w·(softmax − onehot).
 
-type lossTotals struct {
-	lossSum, weightSum float64
-	correct, counted   uint64
-}
+// lossTotals are backendkit's Totals: Σ w·CE, Σ w, argmax hits, positions counted.
+type lossTotals = backendkit.Totals
 
 func crossEntropy[F Float](p *pool, logits []F, targets []int32, weights []float32, n, v int, scale float64, dlogits bool, perWorker []lossTotals) lossTotals {
 	for i := range perWorker {
@@ -394,10 +414,10 @@ func crossEntropy[F Float](p *pool, logits []F, targets []int32, weights []float
 	}
 	var t lossTotals
 	for _, a := range perWorker {
-		t.lossSum += a.lossSum
-		t.weightSum += a.weightSum
-		t.correct += a.correct
-		t.counted += a.counted
+		t.LossSum += a.LossSum
+		t.WeightSum += a.WeightSum
+		t.Correct += a.Correct
+		t.Counted += a.Counted
 	}
 	return t
 }
@@ -421,11 +441,11 @@ func crossEntropyRows[F Float](logits []F, targets []int32, weights []float32, v
 			if wt > 0 {
 				tg := int(targets[r])
 				lse := float64(mx) + math.Log(sum)
-				acc.lossSum += wt * (lse - float64(row[tg]))
-				acc.weightSum += wt
-				acc.counted++
+				acc.LossSum += wt * (lse - float64(row[tg]))
+				acc.WeightSum += wt
+				acc.Counted++
 				if arg == tg {
-					acc.correct++
+					acc.Correct++
 				}
 			}
 			if !dlogits {
@@ -468,11 +488,11 @@ func crossEntropy32(p *pool, logits []float32, targets []int32, weights []float3
 			}
 			if wt > 0 {
 				lse := float64(mx) + math.Log(float64(sum))
-				acc.lossSum += wt * (lse - float64(target))
-				acc.weightSum += wt
-				acc.counted++
+				acc.LossSum += wt * (lse - float64(target))
+				acc.WeightSum += wt
+				acc.Counted++
 				if arg == tg {
-					acc.correct++
+					acc.Correct++
 				}
 			}
 			if !dlogits {

@@ -12,13 +12,6 @@ func viewWeights[F Float](a modelspec.Arch, lay *modelspec.Layout, buf []F) mode
 	return modelspec.ViewWeights(a, lay, func(p modelspec.Param) []F { return buf[p.Offset : p.Offset+p.Size : p.Offset+p.Size] })
 }
 
-func itoa(i int) string {
-	if i < 10 {
-		return string(rune('0' + i))
-	}
-	return itoa(i/10) + string(rune('0'+i%10))
-}
-
 // layerActs are the activations of one block kept for the backward pass.
 type layerActs[F Float] struct {
 	ln1, ln1Mean, ln1Rstd []F
@@ -33,18 +26,18 @@ type layerActs[F Float] struct {
 }
 
 // acts is every buffer one forward/backward pass needs, sized for capRows = B·T rows and
-// capTT = B·T·T attention entries; they grow on demand and are reused across calls.
+// capAtt = B·nh·T·S attention entries (S keys per query: T, or the cached sequence's
+// length); they grow on demand and are reused across calls.
 type acts[F Float] struct {
-	capRows, capBTT, capT int
-	dropout               bool
-	pos, seg              []int32
-	res                   [][]F // res[l] is block l's input; res[L] feeds ln_f
+	capRows, capAtt, capTS int
+	dropout                bool
+	res                    [][]F // res[l] is block l's input; res[L] feeds ln_f
 	layers                []layerActs[F]
 	lnf, lnfMean, lnfRstd []F
 	logits                []F
 	// backward scratch
 	dres, dtmp, dln, dqkv, dy, dh, dup, dact []F
-	scratch                                  [][]F // per worker, 2·T·T
+	scratch                                  [][]F // per worker, 2·T·S
 	loss                                     []lossTotals
 }
 
@@ -78,14 +71,15 @@ func newModel[F Float](a modelspec.Arch, lay *modelspec.Layout, p *pool, mm gemm
 	return m
 }
 
-// ensure sizes the activation buffers for a batch of b rows of t tokens.
-func (m *model[F]) ensure(b, t int, dropout bool) {
+// ensure sizes the activation buffers for a batch of b rows of t tokens attending to s
+// keys each (s = t, or the length of a cached sequence).
+func (m *model[F]) ensure(b, t, s int, dropout bool) {
 	x := &m.x
-	rows, btt := b*t, b*m.a.NHead*t*t
-	if rows <= x.capRows && btt <= x.capBTT && t <= x.capT && (!dropout || x.dropout) {
+	rows, att, ts := b*t, b*m.a.NHead*t*s, t*s
+	if rows <= x.capRows && att <= x.capAtt && ts <= x.capTS && (!dropout || x.dropout) {
 		return
 	}
-	rows, btt, t = max(rows, x.capRows), max(btt, x.capBTT), max(t, x.capT)
+	rows, att, ts = max(rows, x.capRows), max(att, x.capAtt), max(ts, x.capTS)
 	dropout = dropout || x.dropout
 	a := m.a
 	C, H, V := a.NEmbd, a.MLPHidden, a.VocabSize
@@ -96,9 +90,7 @@ func (m *model[F]) ensure(b, t int, dropout bool) {
 		}
 		return nil
 	}
-	*x = acts[F]{capRows: rows, capBTT: btt, capT: t, dropout: dropout}
-	x.pos = make([]int32, rows)
-	x.seg = make([]int32, rows)
+	*x = acts[F]{capRows: rows, capAtt: att, capTS: ts, dropout: dropout}
 	x.res = make([][]F, a.NLayer+1)
 	for l := range x.res {
 		x.res[l] = mk(rows * C)
@@ -107,8 +99,8 @@ func (m *model[F]) ensure(b, t int, dropout bool) {
 	for l := range x.layers {
 		la := &x.layers[l]
 		la.ln1, la.ln1Mean, la.ln1Rstd = mk(rows*C), mk(rows), mk(rows)
-		la.qkv = mk(rows * 3 * C)
-		la.att, la.attDrop = mk(btt), maybe(btt)
+		la.qkv = mk(rows * a.QKVDim())
+		la.att, la.attDrop = mk(att), maybe(att)
 		la.y, la.projDrop, la.mid = mk(rows*C), maybe(rows*C), mk(rows*C)
 		la.ln2, la.ln2Mean, la.ln2Rstd = mk(rows*C), mk(rows), mk(rows)
 		la.h, la.act, la.mlpDrop = mk(rows*H), mk(rows*H), maybe(rows*C)
@@ -119,14 +111,14 @@ func (m *model[F]) ensure(b, t int, dropout bool) {
 	x.lnf, x.lnfMean, x.lnfRstd = mk(rows*C), mk(rows), mk(rows)
 	x.logits = mk(rows * V)
 	x.dres, x.dtmp, x.dln, x.dy = mk(rows*C), mk(rows*C), mk(rows*C), mk(rows*C)
-	x.dqkv = mk(rows * 3 * C)
+	x.dqkv = mk(rows * a.QKVDim())
 	x.dh, x.dact = mk(rows*H), mk(rows*H)
 	if a.SwiGLU {
 		x.dup = mk(rows * H)
 	}
 	x.scratch = make([][]F, m.pool.workers)
 	for i := range x.scratch {
-		x.scratch[i] = mk(2 * t * t)
+		x.scratch[i] = mk(2 * ts)
 	}
 	x.loss = make([]lossTotals, m.pool.workers)
 }
@@ -135,6 +127,7 @@ func (m *model[F]) ensure(b, t int, dropout bool) {
 type pass struct {
 	b, t   int
 	tokens []int32
+	pos    []int32 // each token's position
 	segs   []int32 // nil: every row is one segment
 	train  bool    // dropout and NEFTune on
 	seed   uint64  // dropout / NEFTune masks
@@ -179,24 +172,23 @@ func (m *model[F]) fillDropout(mask []F, seed, site uint64) {
 	})
 }
 
-// forward runs the network up to the logits (left in m.x.logits[:b·t·V]).
-func (m *model[F]) forward(ps pass) {
+// forward runs the network up to the logits (left in m.x.logits[:b·t·V]). With a cache,
+// the pass extends the one sequence (b = 1) the cache holds: its keys and values are
+// appended at positions ps.pos and attention reads the whole cached sequence
+// (generation); without, attention reads the batch's own keys.
+func (m *model[F]) forward(ps pass, cache *kvCache[F]) {
 	a := m.a
 	b, t := ps.b, ps.t
 	n := b * t
 	drop := ps.train && a.Dropout > 0
-	m.ensure(b, t, drop)
-	x := &m.x
-	C, H := a.NEmbd, a.MLPHidden
-
-	// positions (restarting at every segment change when asked) and segment ids
-	var seg []int32
-	if ps.segs != nil {
-		seg = x.seg[:n]
-		copy(seg, ps.segs)
+	s := t // keys per query
+	if cache != nil {
+		s = int(ps.pos[0]) + t
 	}
-	pos := x.pos[:n]
-	a.Positions(pos, seg, b, t)
+	m.ensure(b, t, s, drop)
+	x := &m.x
+	C, H, QKV := a.NEmbd, a.MLPHidden, a.QKVDim()
+	pos, seg := ps.pos, ps.segs
 
 	// embeddings (+ learned positions) (+ NEFTune noise in training)
 	res0 := x.res[0][:n*C]
@@ -218,11 +210,12 @@ func (m *model[F]) forward(ps pass) {
 		})
 	}
 
-	shape := attnShape{b: b, t: t, c: C, nh: a.NHead}
+	shape := attnShape{b: b, t: t, s: s, c: C, nh: a.NHead, qkv: QKV}
 	for l := 0; l < a.NLayer; l++ {
 		w, la := &m.w.Layers[l], &x.layers[l]
 		in, out := x.res[l][:n*C], x.res[l+1][:n*C]
-		ln1, qkv, y, mid := la.ln1[:n*C], la.qkv[:n*3*C], la.y[:n*C], la.mid[:n*C]
+		ln1, qkv, y, mid := la.ln1[:n*C], la.qkv[:n*QKV], la.y[:n*C], la.mid[:n*C]
+		att := la.att[:b*a.NHead*t*s]
 		var attDrop, projDrop, mlpDrop []F
 		if drop {
 			attDrop, projDrop, mlpDrop = la.attDrop[:b*a.NHead*t*t], la.projDrop[:n*C], la.mlpDrop[:n*C]
@@ -233,11 +226,15 @@ func (m *model[F]) forward(ps pass) {
 
 		// attention sub-block: mid = in + dropout(proj(attn(norm1(in))))
 		normForward(m.pool, a.LayerNorm, ln1, la.ln1Mean, la.ln1Rstd, in, w.Ln1W, w.Ln1B, n, C, a.NormEps)
-		linearForward(m.mm, m.pool, qkv, ln1, w.QkvW, w.QkvB, n, C, 3*C)
+		linearForward(m.mm, m.pool, qkv, ln1, w.QkvW, w.QkvB, n, C, QKV)
 		if !a.LearnedPos {
 			ropeApply(m.pool, qkv, pos, m.ropeCos, m.ropeSin, n, C, a.NHead, false)
 		}
-		attentionForward(m.pool, m.workerMM, x.scratch, y, la.att[:b*a.NHead*t*t], attDrop, qkv, seg, shape)
+		keys := batchKeys(qkv, C, QKV)
+		if cache != nil {
+			keys = cache.appendKeys(l, qkv, int(pos[0]), t, C, QKV)
+		}
+		attentionForward(m.pool, m.workerMM, x.scratch, y, att, attDrop, qkv, keys, seg, shape)
 		linearForward(m.mm, m.pool, mid, y, w.ProjW, w.ProjB, n, C, C)
 		residualAdd(m.pool, mid, in, projDrop)
 
@@ -300,12 +297,9 @@ func (m *model[F]) backward(ps pass) {
 	x := &m.x
 	C, H, V := a.NEmbd, a.MLPHidden, a.VocabSize
 	drop := ps.train && a.Dropout > 0
-	var seg []int32
-	if ps.segs != nil {
-		seg = x.seg[:n]
-	}
-	pos := x.pos[:n]
-	dres, dtmp, dln, dy, dqkv := x.dres[:n*C], x.dtmp[:n*C], x.dln[:n*C], x.dy[:n*C], x.dqkv[:n*3*C]
+	pos, seg := ps.pos, ps.segs
+	QKV := a.QKVDim()
+	dres, dtmp, dln, dy, dqkv := x.dres[:n*C], x.dtmp[:n*C], x.dln[:n*C], x.dy[:n*C], x.dqkv[:n*QKV]
 	dh, dact := x.dh[:n*H], x.dact[:n*H]
 
 	// lm_head and ln_f
@@ -313,10 +307,10 @@ func (m *model[F]) backward(ps pass) {
 	clear(dres)
 	normBackward(m.pool, a.LayerNorm, dres, m.g.LnfW, m.g.LnfB, dln, x.res[a.NLayer][:n*C], x.lnfMean, x.lnfRstd, m.w.LnfW, n, C)
 
-	shape := attnShape{b: b, t: t, c: C, nh: a.NHead}
+	shape := attnShape{b: b, t: t, s: t, c: C, nh: a.NHead, qkv: QKV}
 	for l := a.NLayer - 1; l >= 0; l-- {
 		w, g, la := &m.w.Layers[l], &m.g.Layers[l], &x.layers[l]
-		in, ln1, qkv, y, mid := x.res[l][:n*C], la.ln1[:n*C], la.qkv[:n*3*C], la.y[:n*C], la.mid[:n*C]
+		in, ln1, qkv, y, mid := x.res[l][:n*C], la.ln1[:n*C], la.qkv[:n*QKV], la.y[:n*C], la.mid[:n*C]
 		ln2, h, act := la.ln2[:n*C], la.h[:n*H], la.act[:n*H]
 		var attDrop, projDrop, mlpDrop []F
 		if drop {
@@ -345,7 +339,7 @@ func (m *model[F]) backward(ps pass) {
 		if !a.LearnedPos {
 			ropeApply(m.pool, dqkv, pos, m.ropeCos, m.ropeSin, n, C, a.NHead, true)
 		}
-		linearBackward(m.mm, m.pool, dln, g.QkvW, g.QkvB, dqkv, ln1, w.QkvW, n, C, 3*C, false)
+		linearBackward(m.mm, m.pool, dln, g.QkvW, g.QkvB, dqkv, ln1, w.QkvW, n, C, QKV, false)
 		normBackward(m.pool, a.LayerNorm, dres, g.Ln1W, g.Ln1B, dln, in, la.ln1Mean, la.ln1Rstd, w.Ln1W, n, C)
 	}
 
@@ -373,7 +367,7 @@ func (m *model[F]) lossAndGrad(n int, targets []int32, weights []float32, scale 
 
 // forwardBackward is one training micro-batch: forward, loss, backward into m.grads.
 func (m *model[F]) forwardBackward(ps pass, targets []int32, weights []float32, scale float64) lossTotals {
-	m.forward(ps)
+	m.forward(ps, nil)
 	tot := m.lossAndGrad(ps.b*ps.t, targets, weights, scale, true)
 	m.backward(ps)
 	return tot

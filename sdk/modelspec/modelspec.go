@@ -20,6 +20,10 @@ import (
 type Arch struct {
 	// The spec's sizes, all positive.
 	VocabSize, BlockSize, NLayer, NHead, NEmbd, MLPHidden int
+	// NKVHead is the number of key/value heads: NHead for multi-head attention, fewer
+	// (dividing NHead) for grouped-query attention. Validate turns the spec's 0 into
+	// NHead.
+	NKVHead int
 	// HeadDim is NEmbd / NHead.
 	HeadDim int
 	// LearnedPos is true for learned position embeddings, false for RoPE.
@@ -32,6 +36,8 @@ type Arch struct {
 	Bias bool
 	// TieWeights shares token_embedding_table.weight as the output projection.
 	TieWeights bool
+	// LMHeadBias is MyPT's lm_head.bias [V] (the spec's no_lm_head_bias false).
+	LMHeadBias bool
 	// SegmentPositionReset restarts positions at every packed segment.
 	SegmentPositionReset bool
 	// RopeTheta and RopeScale are the RoPE base and position scale (RopeScale is 1
@@ -49,7 +55,8 @@ func Validate(m *pb.ModelSpec) (Arch, error) {
 		return Arch{}, sdk.InvalidArgument("model", "missing")
 	}
 	a := Arch{VocabSize: int(m.VocabSize), BlockSize: int(m.BlockSize), NLayer: int(m.NLayer), NHead: int(m.NHead),
-		NEmbd: int(m.NEmbd), MLPHidden: int(m.MlpHidden), Bias: m.Bias, TieWeights: m.TieWeights,
+		NEmbd: int(m.NEmbd), MLPHidden: int(m.MlpHidden), NKVHead: int(m.NKvHead), Bias: m.Bias,
+		TieWeights: m.TieWeights, LMHeadBias: !m.NoLmHeadBias,
 		SegmentPositionReset: m.SegmentPositionReset, RopeTheta: m.RopeTheta, RopeScale: m.RopeScale,
 		NormEps: m.NormEps, Dropout: m.Dropout, NeftuneAlpha: m.NeftuneAlpha}
 	for _, f := range []struct {
@@ -64,6 +71,12 @@ func Validate(m *pb.ModelSpec) (Arch, error) {
 		return a, sdk.InvalidArgument("model.n_head", "n_embd %d is not divisible by n_head %d", a.NEmbd, a.NHead)
 	}
 	a.HeadDim = a.NEmbd / a.NHead
+	if a.NKVHead == 0 {
+		a.NKVHead = a.NHead
+	}
+	if a.NKVHead > a.NHead || a.NHead%a.NKVHead != 0 {
+		return a, sdk.InvalidArgument("model.n_kv_head", "must divide n_head %d, got %d", a.NHead, a.NKVHead)
+	}
 	switch m.PosEncoding {
 	case pb.PosEncoding_POS_ENCODING_LEARNED:
 		a.LearnedPos = true
@@ -109,6 +122,61 @@ func Validate(m *pb.ModelSpec) (Arch, error) {
 	return a, nil
 }
 
+// KVDim is the width of the keys (and of the values) of one token: NKVHead·HeadDim.
+func (a Arch) KVDim() int { return a.NKVHead * a.HeadDim }
+
+// QKVDim is the output width of the fused qkv projection: queries (NEmbd), then keys
+// and values (KVDim each).
+func (a Arch) QKVDim() int { return a.NEmbd + 2*a.KVDim() }
+
+// PosEncodings, MLPTypes and NormTypes list the variants of each kind this package
+// validates: every architecture MyPT (and mypt) builds.
+func PosEncodings() []pb.PosEncoding {
+	return []pb.PosEncoding{pb.PosEncoding_POS_ENCODING_LEARNED, pb.PosEncoding_POS_ENCODING_ROPE}
+}
+
+// MLPTypes: see PosEncodings.
+func MLPTypes() []pb.MLPType {
+	return []pb.MLPType{pb.MLPType_MLP_TYPE_GELU, pb.MLPType_MLP_TYPE_SWIGLU}
+}
+
+// NormTypes: see PosEncodings.
+func NormTypes() []pb.NormType {
+	return []pb.NormType{pb.NormType_NORM_TYPE_LAYERNORM, pb.NormType_NORM_TYPE_RMSNORM}
+}
+
+// Spec returns the ModelSpec that describes a (the inverse of Validate for a valid
+// Arch; HeadDim is derived, not sent) with its parameter list: Tensors in order, F32,
+// weight decay where decay says so (nil: none).
+func (a Arch) Spec(decay func(Tensor) bool) *pb.ModelSpec {
+	m := &pb.ModelSpec{VocabSize: uint32(a.VocabSize), BlockSize: uint32(a.BlockSize), NLayer: uint32(a.NLayer),
+		NHead: uint32(a.NHead), NEmbd: uint32(a.NEmbd), MlpHidden: uint32(a.MLPHidden), Bias: a.Bias,
+		TieWeights: a.TieWeights, NoLmHeadBias: !a.LMHeadBias, RopeTheta: a.RopeTheta, RopeScale: a.RopeScale,
+		NormEps: a.NormEps, Dropout: a.Dropout, NeftuneAlpha: a.NeftuneAlpha,
+		SegmentPositionReset: a.SegmentPositionReset,
+		PosEncoding:          pb.PosEncoding_POS_ENCODING_ROPE,
+		MlpType:              pb.MLPType_MLP_TYPE_GELU,
+		NormType:             pb.NormType_NORM_TYPE_RMSNORM,
+	}
+	if a.NKVHead != a.NHead {
+		m.NKvHead = uint32(a.NKVHead)
+	}
+	if a.LearnedPos {
+		m.PosEncoding = pb.PosEncoding_POS_ENCODING_LEARNED
+	}
+	if a.SwiGLU {
+		m.MlpType = pb.MLPType_MLP_TYPE_SWIGLU
+	}
+	if a.LayerNorm {
+		m.NormType = pb.NormType_NORM_TYPE_LAYERNORM
+	}
+	for _, t := range a.Tensors() {
+		m.Params = append(m.Params, &pb.ParamSpec{Name: t.Name, Shape: t.Shape, Dtype: pb.DType_DTYPE_F32,
+			WeightDecay: decay != nil && decay(t)})
+	}
+	return m
+}
+
 // Positions writes each token's position of a [b,t] batch into pos (length b·t): its index
 // in the row, restarting at 0 at every segment change when the batch is packed (segs, also
 // b·t, non-nil) and SegmentPositionReset is set — MyPT's packed-sequence positions.
@@ -148,9 +216,13 @@ type Tensor struct {
 }
 
 // Tensors lists the parameters of the architecture with MyPT's state_dict names (each
-// block's norms first here; NewLayout matches the host's list by name, in the host's order). With tied weights lm_head.weight is not a separate tensor. LayerNorm
-// always has a bias (MyPT's nn.LayerNorm); Bias switches only the attention qkv/proj
-// biases. GELU MLP and lm_head biases are always present.
+// block's norms first here; NewLayout matches the host's list by name, in the host's
+// order). This is the model contract's table of names and shapes; docs/ARCH.md is
+// generated from it. With tied weights lm_head.weight is not a separate tensor.
+// LayerNorm always has a bias (MyPT's nn.LayerNorm); Bias switches only the attention
+// qkv/proj biases; the GELU MLP's biases are always present; lm_head.bias is present
+// unless LMHeadBias is off. With grouped-query attention the qkv projection has
+// NEmbd + 2·KVDim output rows.
 func (a Arch) Tensors() []Tensor {
 	var d []Tensor
 	add := func(name string, shape ...int) {
@@ -174,9 +246,9 @@ func (a Arch) Tensors() []Tensor {
 	for l := 0; l < a.NLayer; l++ {
 		p := fmt.Sprintf("blocks.%d.", l)
 		norm(p + "ln1")
-		add(p+"sa.qkv.weight", 3*C, C)
+		add(p+"sa.qkv.weight", a.QKVDim(), C)
 		if a.Bias {
-			add(p+"sa.qkv.bias", 3*C)
+			add(p+"sa.qkv.bias", a.QKVDim())
 		}
 		add(p+"sa.proj.weight", C, C)
 		if a.Bias {
@@ -198,7 +270,9 @@ func (a Arch) Tensors() []Tensor {
 	if !a.TieWeights {
 		add("lm_head.weight", a.VocabSize, C)
 	}
-	add("lm_head.bias", a.VocabSize)
+	if a.LMHeadBias {
+		add("lm_head.bias", a.VocabSize)
+	}
 	return d
 }
 

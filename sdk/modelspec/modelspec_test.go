@@ -50,6 +50,8 @@ func TestValidate(t *testing.T) {
 		{"model.norm_eps", func(m *pb.ModelSpec) { m.NormEps = 0 }},
 		{"model.dropout", func(m *pb.ModelSpec) { m.Dropout = 1 }},
 		{"model.neftune_alpha", func(m *pb.ModelSpec) { m.NeftuneAlpha = -1 }},
+		{"model.n_kv_head", func(m *pb.ModelSpec) { m.NHead, m.NEmbd, m.NKvHead = 4, 16, 3 }},
+		{"model.n_kv_head", func(m *pb.ModelSpec) { m.NKvHead = 4 }},
 	} {
 		m := llama(t)
 		c.edit(m)
@@ -154,6 +156,72 @@ func TestPositionsAndRope(t *testing.T) {
 	for i := range wantCos {
 		if math.Abs(cos[i]-wantCos[i]) > 1e-15 || math.Abs(sin[i]-wantSin[i]) > 1e-15 {
 			t.Errorf("[%d] cos %v sin %v, want %v %v", i, cos[i], sin[i], wantCos[i], wantSin[i])
+		}
+	}
+}
+
+// TestGroupedQueryAndHeadBias: the qkv projection of a GQA model has C + 2·n_kv_head·hd
+// rows, n_kv_head 0 means n_head, and no_lm_head_bias drops lm_head.bias.
+func TestGroupedQueryAndHeadBias(t *testing.T) {
+	m := &pb.ModelSpec{VocabSize: 11, BlockSize: 8, NLayer: 1, NHead: 4, NKvHead: 2, NEmbd: 16, MlpHidden: 12,
+		PosEncoding: pb.PosEncoding_POS_ENCODING_ROPE, MlpType: pb.MLPType_MLP_TYPE_SWIGLU,
+		NormType: pb.NormType_NORM_TYPE_RMSNORM, Bias: true, NoLmHeadBias: true, RopeTheta: 100, NormEps: 1e-5}
+	a, err := Validate(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.NKVHead != 2 || a.KVDim() != 8 || a.QKVDim() != 32 || a.LMHeadBias {
+		t.Fatalf("Validate: NKVHead %d KVDim %d QKVDim %d LMHeadBias %v", a.NKVHead, a.KVDim(), a.QKVDim(), a.LMHeadBias)
+	}
+	shapes := map[string][]int64{}
+	for _, d := range a.Tensors() {
+		shapes[d.Name] = d.Shape
+	}
+	if !slices.Equal(shapes["blocks.0.sa.qkv.weight"], []int64{32, 16}) || !slices.Equal(shapes["blocks.0.sa.qkv.bias"], []int64{32}) {
+		t.Errorf("qkv shapes %v %v, want [32 16] [32]", shapes["blocks.0.sa.qkv.weight"], shapes["blocks.0.sa.qkv.bias"])
+	}
+	if _, ok := shapes["lm_head.bias"]; ok {
+		t.Error("lm_head.bias listed with no_lm_head_bias")
+	}
+	m.NKvHead = 0
+	if a, _ := Validate(m); a.NKVHead != 4 || a.QKVDim() != 48 {
+		t.Errorf("n_kv_head 0: NKVHead %d QKVDim %d, want 4 48", a.NKVHead, a.QKVDim())
+	}
+}
+
+// TestSpecRoundTrip: Spec is the inverse of Validate, and its parameter list is Tensors
+// with the decay rule applied.
+func TestSpecRoundTrip(t *testing.T) {
+	for _, m := range []*pb.ModelSpec{
+		llama(t),
+		{VocabSize: 13, BlockSize: 6, NLayer: 2, NHead: 2, NEmbd: 8, MlpHidden: 32, Bias: true,
+			PosEncoding: pb.PosEncoding_POS_ENCODING_LEARNED, MlpType: pb.MLPType_MLP_TYPE_GELU,
+			NormType: pb.NormType_NORM_TYPE_LAYERNORM, NormEps: 1e-5, Dropout: 0.1, SegmentPositionReset: true},
+		{VocabSize: 13, BlockSize: 6, NLayer: 1, NHead: 4, NKvHead: 1, NEmbd: 8, MlpHidden: 32, NoLmHeadBias: true,
+			PosEncoding: pb.PosEncoding_POS_ENCODING_ROPE, MlpType: pb.MLPType_MLP_TYPE_SWIGLU, RopeTheta: 500, RopeScale: 2,
+			NormType: pb.NormType_NORM_TYPE_RMSNORM, NormEps: 1e-6, NeftuneAlpha: 5},
+	} {
+		a, err := Validate(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		twoD := func(d Tensor) bool { return len(d.Shape) == 2 }
+		spec := a.Spec(twoD)
+		back, err := Validate(spec)
+		if err != nil {
+			t.Fatalf("Validate(Spec): %v", err)
+		}
+		if back != a {
+			t.Errorf("Validate(Spec(a)) = %+v, want %+v", back, a)
+		}
+		if _, err := NewLayout(back, spec.Params); err != nil {
+			t.Errorf("Spec's params: %v", err)
+		}
+		for i, d := range a.Tensors() {
+			p := spec.Params[i]
+			if p.Name != d.Name || !slices.Equal(p.Shape, d.Shape) || p.WeightDecay != twoD(d) || p.Dtype != pb.DType_DTYPE_F32 {
+				t.Errorf("params[%d] = %v, want %s %v decay %v", i, p, d.Name, d.Shape, twoD(d))
+			}
 		}
 	}
 }

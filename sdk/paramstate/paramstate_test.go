@@ -41,7 +41,7 @@ func (s store) Values(r pb.TensorRole, i int) ([]float32, error) {
 // token_embedding_table.weight [3,3], ln_f.weight [3], lm_head.bias [3].
 func layout(t *testing.T) *modelspec.Layout {
 	t.Helper()
-	a := modelspec.Arch{VocabSize: 3, NEmbd: 3, TieWeights: true}
+	a := modelspec.Arch{VocabSize: 3, NEmbd: 3, TieWeights: true, LMHeadBias: true}
 	lay, err := modelspec.NewLayout(a, []*pb.ParamSpec{
 		{Name: "token_embedding_table.weight", Shape: []int64{3, 3}},
 		{Name: "ln_f.weight", Shape: []int64{3}}, {Name: "lm_head.bias", Shape: []int64{3}}})

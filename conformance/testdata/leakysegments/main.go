@@ -10,10 +10,11 @@ import (
 
 	"github.com/mypt/mypt/backends/cpu"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/backendkit"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
-type backend struct{ *cpu.Backend }
+type backend struct{ *backendkit.Backend }
 
 func (b backend) GetInfo(ctx context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
 	info, err := b.Backend.GetInfo(ctx, req)

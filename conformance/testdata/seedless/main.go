@@ -11,11 +11,12 @@ import (
 
 	"github.com/mypt/mypt/backends/cpu"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/backendkit"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 type backend struct {
-	*cpu.Backend
+	*backendkit.Backend
 	calls *atomic.Uint64
 }
 

@@ -10,13 +10,14 @@ import (
 
 	"github.com/mypt/mypt/backends/cpu"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/backendkit"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 const window = 4
 
 type backend struct {
-	*cpu.Backend
+	*backendkit.Backend
 	tokens map[uint64][]int32 // per cache handle, every token so far
 }
 

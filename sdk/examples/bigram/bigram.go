@@ -1,9 +1,11 @@
-// Package bigram is a complete, deliberately small mypt backend for plugin
-// authors to read: a bigram language model (logits for the next token are a
-// row of one V×V matrix) with real cross-entropy gradients, AdamW, gradient
-// clipping, state streaming and a trivial KV cache. It implements every call
-// of the protocol with the contract's status codes, so the SDK's own tests
-// drive it through a real plugin process.
+// Package bigram is a complete, deliberately small mypt backend written against
+// sdk.Backend directly, without sdk/backendkit: a bigram language model (logits for
+// the next token are a row of one V×V matrix) with real cross-entropy gradients,
+// AdamW, gradient clipping, state streaming and a trivial KV cache. It implements
+// every call of the protocol with the contract's status codes and the sdk.Validate*
+// helpers, so the SDK's own tests drive it through a real plugin process. The SDK
+// serialises its calls (it is not sdk.SelfSerializing), so it holds no lock.
+// A GPT backend is better built on the kit: see sdk/examples/gpt.
 //
 // Its model is its own: ModelSpec must list exactly one parameter,
 // "bigram.weight" of shape [vocab_size, vocab_size]; the transformer fields
@@ -17,7 +19,6 @@ import (
 	"math"
 	"runtime"
 	"strconv"
-	"sync"
 
 	"github.com/mypt/mypt/sdk"
 	"github.com/mypt/mypt/sdk/modelspec"
@@ -30,9 +31,8 @@ const WeightName = "bigram.weight"
 // Backend is the bigram backend. The zero value is ready for GetInfo and
 // Configure.
 type Backend struct {
-	sdk.UnimplementedBackend
+	sdk.UnimplementedProfiles // defaults for calls later protocol versions add
 
-	mu     sync.Mutex
 	vocab  int
 	block  int
 	decay  bool
@@ -103,21 +103,9 @@ func (b *Backend) Configure(_ context.Context, req *pb.ConfigureRequest) (*pb.Co
 		return nil, err
 	}
 	opt := req.GetOptimizer()
-	if opt == nil {
-		return nil, sdk.InvalidArgument("optimizer", "missing")
+	if err := sdk.ValidateOptimizer(opt); err != nil {
+		return nil, err
 	}
-	if !(opt.GetBeta1() >= 0 && opt.GetBeta1() < 1) {
-		return nil, sdk.InvalidArgument("optimizer.beta1", "must be in [0, 1), got %v", opt.GetBeta1())
-	}
-	if !(opt.GetBeta2() >= 0 && opt.GetBeta2() < 1) {
-		return nil, sdk.InvalidArgument("optimizer.beta2", "must be in [0, 1), got %v", opt.GetBeta2())
-	}
-	if !(opt.GetEps() > 0) {
-		return nil, sdk.InvalidArgument("optimizer.eps", "must be > 0, got %v", opt.GetEps())
-	}
-
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	n := v * v
 	b.vocab, b.block, b.decay, b.opt = v, int(spec.GetBlockSize()), p.GetWeightDecay(), opt
 	b.w, b.g, b.m, b.v = make([]float32, n), make([]float32, n), make([]float32, n), make([]float32, n)
@@ -153,8 +141,6 @@ func (b *Backend) tensorFor(field, name string, role pb.TensorRole) ([]float32, 
 
 // SetState implements sdk.Backend.
 func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateResponse, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if err := b.configured(); err != nil {
 		return nil, err
 	}
@@ -194,8 +180,6 @@ func (b *Backend) SetState(_ context.Context, r sdk.StateReader) (*pb.SetStateRe
 
 // GetState implements sdk.Backend.
 func (b *Backend) GetState(_ context.Context, req *pb.GetStateRequest, w sdk.StateWriter) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if err := b.configured(); err != nil {
 		return err
 	}
@@ -278,8 +262,6 @@ func (b *Backend) lossAndGrad(batch *pb.Batch, scale float32, logitsOut []float3
 
 // ForwardBackward implements sdk.Backend.
 func (b *Backend) ForwardBackward(_ context.Context, req *pb.ForwardBackwardRequest) (*pb.ForwardBackwardResponse, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if err := b.configured(); err != nil {
 		return nil, err
 	}
@@ -296,18 +278,13 @@ func (b *Backend) ForwardBackward(_ context.Context, req *pb.ForwardBackwardRequ
 
 // OptimizerStep implements sdk.Backend.
 func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest) (*pb.OptimizerStepResponse, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if err := b.configured(); err != nil {
 		return nil, err
 	}
+	if err := sdk.ValidateOptimizerStep(req); err != nil {
+		return nil, err
+	}
 	lr, wd := req.GetLearningRate(), req.GetWeightDecay()
-	if !(lr >= 0) || math.IsInf(lr, 0) {
-		return nil, sdk.InvalidArgument("learning_rate", "must be finite and ≥ 0, got %v", lr)
-	}
-	if !(wd >= 0) || math.IsInf(wd, 0) {
-		return nil, sdk.InvalidArgument("weight_decay", "must be finite and ≥ 0, got %v", wd)
-	}
 	var sq float64
 	for _, g := range b.g {
 		sq += float64(g) * float64(g)
@@ -338,8 +315,6 @@ func (b *Backend) OptimizerStep(_ context.Context, req *pb.OptimizerStepRequest)
 
 // Evaluate implements sdk.Backend.
 func (b *Backend) Evaluate(_ context.Context, req *pb.EvaluateRequest) (*pb.EvaluateResponse, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if err := b.configured(); err != nil {
 		return nil, err
 	}
@@ -355,13 +330,21 @@ func (b *Backend) Evaluate(_ context.Context, req *pb.EvaluateRequest) (*pb.Eval
 		logits = make([]float32, len(batch.GetTokens())*b.vocab)
 	}
 	loss, wsum, correct, counted := b.lossAndGrad(batch, 0, logits)
+	if pos := req.GetLogitPositions(); len(pos) > 0 && logits != nil {
+		rows := make([]float32, 0, len(pos)*b.vocab)
+		for i, p := range pos {
+			if int(p) >= len(batch.GetTokens()) {
+				return nil, sdk.InvalidArgument("logit_positions["+strconv.Itoa(i)+"]", "position %d outside the batch", p)
+			}
+			rows = append(rows, logits[int(p)*b.vocab:(int(p)+1)*b.vocab]...)
+		}
+		logits = rows
+	}
 	return &pb.EvaluateResponse{LossSum: loss, WeightSum: wsum, Correct: correct, Counted: counted, Logits: logits}, nil
 }
 
 // Prefill implements sdk.Backend.
 func (b *Backend) Prefill(_ context.Context, req *pb.PrefillRequest) (*pb.PrefillResponse, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if err := b.configured(); err != nil {
 		return nil, err
 	}
@@ -391,8 +374,6 @@ func (b *Backend) row(tok int32) []float32 {
 
 // Decode implements sdk.Backend.
 func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeResponse, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if err := b.configured(); err != nil {
 		return nil, err
 	}
@@ -410,8 +391,9 @@ func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeRe
 
 // ReleaseCache implements sdk.Backend.
 func (b *Backend) ReleaseCache(_ context.Context, req *pb.ReleaseCacheRequest) (*pb.ReleaseCacheResponse, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	if err := b.configured(); err != nil {
+		return nil, err
+	}
 	if _, err := b.caches.Remove(req.GetCacheHandle()); err != nil {
 		return nil, err
 	}
@@ -420,8 +402,6 @@ func (b *Backend) ReleaseCache(_ context.Context, req *pb.ReleaseCacheRequest) (
 
 // Shutdown implements sdk.Backend.
 func (b *Backend) Shutdown(context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.w, b.g, b.m, b.v, b.caches = nil, nil, nil, nil, sdk.CacheTable[*cache]{}
 	return nil
 }
