@@ -173,7 +173,7 @@ func (s *session) NewKVCache(_ context.Context, capacity int) (backendkit.KVCach
 // kvCache holds one sequence's keys (after RoPE) and values for every layer.
 type kvCache[F Float] struct {
 	m    *model[F]
-	k, v [][]F    // per layer, [capacity, KVDim]
+	k, v [][]F   // per layer, [capacity, KVDim]
 	pos  []int32 // scratch for the positions of one Extend
 }
 

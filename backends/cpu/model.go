@@ -32,9 +32,9 @@ type acts[F Float] struct {
 	capRows, capAtt, capTS int
 	dropout                bool
 	res                    [][]F // res[l] is block l's input; res[L] feeds ln_f
-	layers                []layerActs[F]
-	lnf, lnfMean, lnfRstd []F
-	logits                []F
+	layers                 []layerActs[F]
+	lnf, lnfMean, lnfRstd  []F
+	logits                 []F
 	// backward scratch
 	dres, dtmp, dln, dqkv, dy, dh, dup, dact []F
 	scratch                                  [][]F // per worker, 2·T·S

@@ -46,7 +46,7 @@ type Options struct {
 
 // Backend implements sdk.Backend on a CUDA device. Calls are serialised by a mutex.
 type Backend struct {
-	sdk.UnimplementedBackend
+	sdk.UnimplementedProfiles
 	opts Options
 
 	mu      sync.Mutex

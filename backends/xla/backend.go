@@ -49,7 +49,7 @@ func OptionsFromEnv() Options {
 
 // Backend implements sdk.Backend with GoMLX. Calls are serialised by a mutex.
 type Backend struct {
-	sdk.UnimplementedBackend
+	sdk.UnimplementedProfiles
 	opts Options
 	log  *slog.Logger
 
