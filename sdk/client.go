@@ -176,12 +176,14 @@ func (c *Client) callCtx(ctx context.Context) (context.Context, context.CancelFu
 }
 
 // wrap adds the plugin's name and, when the process died or hung, its exit
-// status and the tail of its stderr. The gRPC status stays reachable through
+// status and the tail of its stderr. A status error reads as the code's name
+// and the backend's message (statusError); the status stays reachable through
 // errors.As (and Code).
 func (c *Client) wrap(method string, err error) error {
 	if err == nil {
 		return nil
 	}
+	err = readableStatus(err)
 	code := status.Code(err)
 	if c.plugin != nil && (code == codes.Unavailable || code == codes.Canceled || errors.Is(err, io.EOF)) {
 		// The connection broke; give the process a moment to be reaped so
@@ -300,7 +302,8 @@ func (c *Client) SetState(ctx context.Context, r StateReader) (*pb.SetStateRespo
 				// The server ended the stream early; its status says why.
 				_, err = stream.CloseAndRecv()
 			}
-			return err
+			// Readable here already: sendTensor wraps it before wrap sees it.
+			return readableStatus(err)
 		}
 		return nil
 	}

@@ -3,6 +3,7 @@ package sdk_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -10,7 +11,9 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/mypt/mypt/sdk"
@@ -24,6 +27,15 @@ type wireBackend struct {
 	info   *pb.GetInfoResponse
 	req    *pb.GetInfoRequest
 	chunks []int
+	// refuse, when set, is every Configure's and SetState's answer.
+	refuse error
+}
+
+func (w *wireBackend) Configure(context.Context, *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+	if w.refuse != nil {
+		return nil, w.refuse
+	}
+	return &pb.ConfigureResponse{}, nil
 }
 
 func (w *wireBackend) GetInfo(_ context.Context, req *pb.GetInfoRequest) (*pb.GetInfoResponse, error) {
@@ -32,6 +44,9 @@ func (w *wireBackend) GetInfo(_ context.Context, req *pb.GetInfoRequest) (*pb.Ge
 }
 
 func (w *wireBackend) SetState(s pb.Backend_SetStateServer) error {
+	if w.refuse != nil {
+		return w.refuse
+	}
 	for {
 		m, err := s.Recv()
 		if errors.Is(err, io.EOF) {
@@ -112,5 +127,59 @@ func TestGetInfoChecksProtocolVersion(t *testing.T) {
 func TestMessageLimitMatchesProto(t *testing.T) {
 	if sdk.MaxMessageBytes != 512<<20 || sdk.MaxChunkBytes != 4<<20 {
 		t.Fatalf("MaxMessageBytes %d, MaxChunkBytes %d; want 512 MiB and 4 MiB (backend.proto)", sdk.MaxMessageBytes, sdk.MaxChunkBytes)
+	}
+}
+
+// TestStatusErrorText: a backend's status error reaches users as "backend NAME: METHOD:
+// Code: message", not gRPC's "rpc error: code = … desc = …", and callers still reach the
+// status (sdk.Code, status.Code, errors.As to GRPCStatus), also through further wrapping.
+func TestStatusErrorText(t *testing.T) {
+	for _, tc := range []struct {
+		refuse error
+		code   codes.Code
+		msg    string
+		want   string
+	}{
+		{sdk.InvalidArgument("model.vocab_size", "must be positive, got %d", 0), codes.InvalidArgument,
+			"model.vocab_size: must be positive, got 0",
+			"backend wire: Configure: InvalidArgument: model.vocab_size: must be positive, got 0"},
+		{sdk.Unimplemented("FEATURE_FROZEN_PARAMS"), codes.Unimplemented,
+			"FEATURE_FROZEN_PARAMS is not implemented by this backend",
+			"backend wire: Configure: Unimplemented: FEATURE_FROZEN_PARAMS is not implemented by this backend"},
+		{status.Error(codes.ResourceExhausted, ""), codes.ResourceExhausted, "",
+			"backend wire: Configure: ResourceExhausted"},
+	} {
+		c := dialWire(t, &wireBackend{refuse: tc.refuse})
+		_, err := c.Configure(t.Context(), &pb.ConfigureRequest{})
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("Configure error %q, want %q", err, tc.want)
+		}
+		for _, e := range []error{err, fmt.Errorf("configure backend: %w", err)} {
+			if got := sdk.Code(e); got != tc.code {
+				t.Errorf("sdk.Code(%q) = %v, want %v", e, got, tc.code)
+			}
+			if got := status.Code(e); got != tc.code {
+				t.Errorf("status.Code(%q) = %v, want %v", e, got, tc.code)
+			}
+			var se interface{ GRPCStatus() *status.Status }
+			if !errors.As(e, &se) || se.GRPCStatus().Code() != tc.code || se.GRPCStatus().Message() != tc.msg {
+				t.Errorf("errors.As(%q) to GRPCStatus: %v, want code %v and message %q", e, se, tc.code, tc.msg)
+			}
+		}
+	}
+}
+
+// TestSetStateStatusErrorText: a status that ends the SetState stream reads the same
+// way, whether the client notices it while sending or when closing the stream.
+func TestSetStateStatusErrorText(t *testing.T) {
+	c := dialWire(t, &wireBackend{refuse: sdk.FailedPrecondition("call Configure before SetState")})
+	tensor := sdk.F32Tensor("w", pb.TensorRole_TENSOR_ROLE_PARAM, []int64{4}, make([]float32, 4))
+	_, err := c.SetState(t.Context(), sdk.NewTensorList(0, tensor))
+	if err == nil || !strings.HasPrefix(err.Error(), "backend wire: SetState: ") ||
+		!strings.HasSuffix(err.Error(), "FailedPrecondition: call Configure before SetState") {
+		t.Errorf("SetState error %q, want \"backend wire: SetState: [send …: ]FailedPrecondition: call Configure before SetState\"", err)
+	}
+	if sdk.Code(err) != codes.FailedPrecondition {
+		t.Errorf("sdk.Code = %v, want FailedPrecondition", sdk.Code(err))
 	}
 }

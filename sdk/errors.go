@@ -48,6 +48,40 @@ func Code(err error) codes.Code {
 	return codes.Unknown
 }
 
+// statusError is a backend's status as the host shows it to users: the code's
+// name, then the backend's message ("InvalidArgument: model.vocab_size: must be
+// positive, got 0"), where gRPC's own text is "rpc error: code = InvalidArgument
+// desc = …". Callers still reach the status through GRPCStatus (errors.As, Code,
+// status.Code) and the error gRPC returned through Unwrap.
+type statusError struct {
+	st  *status.Status
+	err error
+}
+
+func (e *statusError) Error() string {
+	if e.st.Message() == "" {
+		return e.st.Code().String()
+	}
+	return e.st.Code().String() + ": " + e.st.Message()
+}
+
+func (e *statusError) GRPCStatus() *status.Status { return e.st }
+
+func (e *statusError) Unwrap() error { return e.err }
+
+// readableStatus returns err as a statusError when it is a status error as
+// the gRPC client returns it; any other error is returned as it is.
+func readableStatus(err error) error {
+	if _, done := err.(*statusError); done {
+		return err
+	}
+	se, ok := err.(interface{ GRPCStatus() *status.Status })
+	if !ok || se.GRPCStatus() == nil {
+		return err
+	}
+	return &statusError{st: se.GRPCStatus(), err: err}
+}
+
 // toStatus turns a backend error into the status the host receives: errors
 // that already carry a status keep it, anything else becomes INTERNAL.
 func toStatus(method string, err error) error {

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -220,6 +222,21 @@ func TestBadInputErrors(t *testing.T) {
 	out, err := myptCmd(t, "train", "--config", bad, "--dataset", data, "--output", t.TempDir()).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `unknown key "learnin_rate" (did you mean "learning_rate"?)`) {
 		t.Fatalf("bad config: %v\n%s", err, out)
+	}
+
+	// A config the backend refuses at Configure. vocab_size 2^32 passes the host's config
+	// checks (it is ≥ 1) but reaches the backend as 0, the protocol's field being uint32.
+	// The user reads the backend's reason, not gRPC's wording, and no run directory is left.
+	refusedCfg := filepath.Join(t.TempDir(), "refused.json")
+	os.WriteFile(refusedCfg, []byte(strings.Replace(tinyConfig, `"vocab_size": 50304`, `"vocab_size": 4294967296`, 1)), 0o644)
+	refusedRun := filepath.Join(t.TempDir(), "refused")
+	out, err = myptCmd(t, "train", "--config", refusedCfg, "--dataset", data, "--output", refusedRun, "--no-progress").CombinedOutput()
+	const refusal = "mypt: configure backend: backend mypt-backend-cpu: Configure: InvalidArgument: model.vocab_size: must be positive, got 0\n"
+	if err == nil || !strings.HasSuffix(string(out), refusal) {
+		t.Fatalf("config refused at Configure: %v\n%s\nwant the last line %q", err, out, refusal)
+	}
+	if _, err := os.Stat(refusedRun); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a run refused at Configure left %s behind (stat: %v)", refusedRun, err)
 	}
 
 	// A checkpoint from one model, resumed with another: the error names the tensor.

@@ -96,192 +96,320 @@ type group struct {
 // Train runs the loop until max_iters, a stop request, early stopping or an
 // error. Cancelling ctx (SIGINT) saves a checkpoint and returns cleanly.
 func (r *Run) Train(ctx context.Context) (*Summary, error) {
-	cfg := r.Config
-	log := r.Log
-	if log == nil {
-		log = slog.Default()
-	}
-	info, err := r.Backend.GetInfo(context.WithoutCancel(ctx), nil)
-	if err != nil {
-		return nil, fmt.Errorf("backend info: %w", err)
-	}
-	// Eval prompts and extra eval sets are checked before anything is
-	// created or trained.
-	gen, err := r.loadEvalPrompts(info, log)
+	s, err := r.setup(ctx)
 	if err != nil {
 		return nil, err
 	}
-	sets, err := r.openEvalSets()
-	if err != nil {
-		return nil, err
+	defer s.close()
+	return s.loop(ctx)
+}
+
+// session is a run that setup has prepared for the loop: the backend
+// configured and holding the starting parameters, the train sampler at the
+// position to continue from, the run directory created and the metrics file
+// open. close releases what setup opened.
+type session struct {
+	run     *Run
+	cfg     config.Config
+	log     *slog.Logger
+	sets    []evalSet
+	gen     *evalGen // nil without eval prompts
+	st      state
+	train   *dataset.Sampler
+	metrics *metricsFile
+	sched   Schedule
+	latest  string // the checkpoint directory resumed from and saved to
+
+	// Set when the loop starts: the wall clock of this invocation, and the
+	// time earlier invocations recorded, so checkpoints keep the total.
+	started       time.Time
+	elapsedBefore float64
+}
+
+// setup prepares a session. Everything that can fail without leaving
+// anything on disk runs first — the backend's GetInfo, the eval prompts and
+// eval sets, the precision and freezing checks, Configure, restoring or
+// initialising the parameters (which writes only into the backend) and the
+// train sampler — so a run refused by any of them creates no run directory.
+// Only then is the directory created and the metrics file opened.
+func (r *Run) setup(ctx context.Context) (_ *session, err error) {
+	s := &session{run: r, cfg: r.Config, log: r.Log, latest: filepath.Join(r.OutDir, "latest")}
+	if s.log == nil {
+		s.log = slog.Default()
 	}
 	defer func() {
-		for _, s := range sets {
-			s.ds.Close()
+		if err != nil {
+			s.close()
 		}
 	}()
-	if err := os.MkdirAll(r.OutDir, 0o755); err != nil {
+	if err = s.configure(ctx); err != nil {
+		return nil, err
+	}
+	if s.st, err = r.restoreState(ctx, s.latest, s.log); err != nil {
+		return nil, err
+	}
+	if s.train, err = r.trainSampler(); err != nil {
+		return nil, err
+	}
+	if s.st.Step > 0 || s.st.TrainSampler.Count > 0 {
+		if err = s.train.SetPosition(s.st.TrainSampler); err != nil {
+			return nil, fmt.Errorf("restore sampler position: %w", err)
+		}
+	}
+	if err = os.MkdirAll(r.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create run directory: %w", err)
 	}
-	compute, err := ComputeDType(info, cfg.Precision)
-	if err != nil {
+	s.logStart()
+	if s.metrics, err = openRunMetrics(filepath.Join(r.OutDir, "metrics.jsonl"), &s.st); err != nil {
 		return nil, err
 	}
-	log.Info("precision", "config", cfg.Precision, "compute", compute.String(), "params", "F32")
-	if err := CheckFreezing(info, cfg); err != nil {
-		return nil, err
-	}
-	if _, err := r.Backend.Configure(context.WithoutCancel(ctx), ConfigureRequest(cfg, r.Spec, compute)); err != nil {
-		return nil, fmt.Errorf("configure backend: %w", err)
-	}
+	s.sched = Schedule{Peak: s.cfg.LearningRate, MinRatio: s.cfg.MinLRRatio, Warmup: s.cfg.WarmupSteps(), MaxIters: s.cfg.MaxIters}
+	return s, nil
+}
 
-	st := state{BestValLoss: math.Inf(1), EvaluatedStep: -1, Backend: r.BackendName, Config: cfg}
-	latest := filepath.Join(r.OutDir, "latest")
+// configure checks the run's inputs against the backend's GetInfo — eval
+// prompts (tokenized, and whether the backend has a KV cache), eval sets,
+// precision, freezing — and configures the backend. The checks come first so
+// a mistake in them is reported as ours rather than as the backend's refusal.
+func (s *session) configure(ctx context.Context) error {
+	r := s.run
+	info, err := r.Backend.GetInfo(context.WithoutCancel(ctx), nil)
+	if err != nil {
+		return fmt.Errorf("backend info: %w", err)
+	}
+	if s.gen, err = r.loadEvalPrompts(info, s.log); err != nil {
+		return err
+	}
+	if s.sets, err = r.openEvalSets(); err != nil {
+		return err
+	}
+	compute, err := ComputeDType(info, s.cfg.Precision)
+	if err != nil {
+		return err
+	}
+	s.log.Info("precision", "config", s.cfg.Precision, "compute", compute.String(), "params", "F32")
+	if err := CheckFreezing(info, s.cfg); err != nil {
+		return err
+	}
+	if _, err := r.Backend.Configure(context.WithoutCancel(ctx), ConfigureRequest(s.cfg, r.Spec, compute)); err != nil {
+		return fmt.Errorf("configure backend: %w", err)
+	}
+	return nil
+}
+
+// restoreState puts the starting parameters into the configured backend and
+// returns the run state to continue from: latest's checkpoint when the run
+// directory has one (an exact resume: AdamW moments, step, sampler position,
+// best val loss), else InitFrom's parameters, else the deterministic
+// initialisation from the seed. The config and backend name are this
+// invocation's, whatever the checkpoint recorded.
+func (r *Run) restoreState(ctx context.Context, latest string, log *slog.Logger) (state, error) {
+	st := state{BestValLoss: math.Inf(1), EvaluatedStep: -1}
 	switch {
 	case isCheckpoint(latest):
 		loaded, err := r.loadCheckpoint(ctx, latest, true)
 		if err != nil {
-			return nil, fmt.Errorf("resume from %s: %w", latest, err)
+			return st, fmt.Errorf("resume from %s: %w", latest, err)
 		}
 		st = *loaded
-		st.Backend, st.Config = r.BackendName, cfg
 		log.Info("resuming", "checkpoint", latest, "step", st.Step)
 	case r.InitFrom != "":
 		if _, err := r.loadCheckpoint(ctx, r.InitFrom, false); err != nil {
-			return nil, fmt.Errorf("initialise from %s: %w", r.InitFrom, err)
+			return st, fmt.Errorf("initialise from %s: %w", r.InitFrom, err)
 		}
 		log.Info("initialised parameters", "from", r.InitFrom)
 	default:
-		if _, err := r.Backend.SetState(ctx, r.Spec.InitState(cfg.Seed)); err != nil {
-			return nil, fmt.Errorf("initialise parameters: %w", err)
+		if _, err := r.Backend.SetState(ctx, r.Spec.InitState(r.Config.Seed)); err != nil {
+			return st, fmt.Errorf("initialise parameters: %w", err)
 		}
 	}
+	st.Backend, st.Config = r.BackendName, r.Config
+	return st, nil
+}
 
-	train, err := r.trainSampler()
-	if err != nil {
-		return nil, err
-	}
-	if st.Step > 0 || st.TrainSampler.Count > 0 {
-		if err := train.SetPosition(st.TrainSampler); err != nil {
-			return nil, fmt.Errorf("restore sampler position: %w", err)
-		}
-	}
+// logStart describes the run about to start.
+func (s *session) logStart() {
+	cfg := s.cfg
 	if cfg.UseLossMask {
-		log.Info("Using loss masking (assistant-only training)")
+		s.log.Info("Using loss masking (assistant-only training)")
 	}
-	total, _ := r.Spec.NumParams()
-	for _, s := range sets {
-		log.Info("eval set", "name", s.name, "dir", s.dir, "val_episodes", s.ds.Val.NumEpisodes(), "logged_as", evalSetKey(s.name))
+	for _, set := range s.sets {
+		s.log.Info("eval set", "name", set.name, "dir", set.dir, "val_episodes", set.ds.Val.NumEpisodes(), "logged_as", evalSetKey(set.name))
 	}
-	log.Info("training", "params", total, "steps", fmt.Sprintf("%d..%d", st.Step, cfg.MaxIters),
-		"batch", cfg.BatchSize, "block", cfg.BlockSize, "grad_accum", cfg.GradAccumSteps, "backend", r.BackendName)
+	total, _ := s.run.Spec.NumParams()
+	s.log.Info("training", "params", total, "steps", fmt.Sprintf("%d..%d", s.st.Step, cfg.MaxIters),
+		"batch", cfg.BatchSize, "block", cfg.BlockSize, "grad_accum", cfg.GradAccumSteps, "backend", s.run.BackendName)
+}
 
-	metricsPath := filepath.Join(r.OutDir, "metrics.jsonl")
-	if err := truncateMetrics(metricsPath, st.Step, st.EvaluatedStep); err != nil {
+// openRunMetrics opens the run's metrics file for appending, first dropping
+// the lines after st's checkpoint, which this invocation writes again.
+func openRunMetrics(path string, st *state) (*metricsFile, error) {
+	if err := truncateMetrics(path, st.Step, st.EvaluatedStep); err != nil {
 		return nil, err
 	}
-	metrics, err := openMetrics(metricsPath)
-	if err != nil {
-		return nil, err
-	}
-	defer metrics.Close()
+	return openMetrics(path)
+}
 
-	sched := Schedule{Peak: cfg.LearningRate, MinRatio: cfg.MinLRRatio, Warmup: cfg.WarmupSteps(), MaxIters: cfg.MaxIters}
+// close releases what setup opened; a partly set-up session is fine.
+func (s *session) close() {
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
+	for _, set := range s.sets {
+		set.ds.Close()
+	}
+}
+
+// loop trains from the session's state to max_iters, saving latest at every
+// eval (or every save_every steps), on a stop request and at the end. The
+// summary is returned with an error too: it covers the steps that ran.
+func (s *session) loop(ctx context.Context) (*Summary, error) {
+	cfg, st := s.cfg, &s.st
 	sum := &Summary{StartStep: st.Step, BestValLoss: st.BestValLoss}
-	bar := newProgress(r.Progress, log, st.Step, cfg.MaxIters)
+	bar := newProgress(s.run.Progress, s.log, st.Step, cfg.MaxIters)
 	defer bar.finish()
 
 	// Batches are drawn ahead on another goroutine, overlapping data
 	// loading with backend compute.
 	loadCtx, stopLoading := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLoading()
-	groups := prefetch(loadCtx, train, cfg.GradAccumSteps, cfg.BatchSize, cfg.BlockSize, cfg.MaxIters-st.Step)
+	groups := prefetch(loadCtx, s.train, cfg.GradAccumSteps, cfg.BatchSize, cfg.BlockSize, cfg.MaxIters-st.Step)
 
-	started := time.Now()
-	elapsedBefore := st.Elapsed
-	save := func(reason string) error {
-		st.Elapsed = elapsedBefore + time.Since(started).Seconds()
-		if err := r.saveCheckpoint(context.WithoutCancel(ctx), latest, &st); err != nil {
-			return fmt.Errorf("save checkpoint (%s) at step %d: %w", reason, st.Step, err)
-		}
-		log.Debug("saved checkpoint", "dir", latest, "step", st.Step, "reason", reason)
-		return nil
-	}
+	s.started, s.elapsedBefore = time.Now(), st.Elapsed
 	stepsThisRun := 0
 	// Backend calls run to completion even after SIGINT (work is never
 	// half-applied); the loop checks for the interrupt between steps.
 	work := context.WithoutCancel(ctx)
 	for st.Step < cfg.MaxIters {
-		if ctx.Err() != nil || (r.StopAfter > 0 && stepsThisRun >= r.StopAfter) {
-			sum.Stopped = "interrupted"
-			if ctx.Err() == nil {
-				sum.Stopped = "stop requested"
-			}
-			if err := save(sum.Stopped); err != nil {
+		if reason := s.stopReason(ctx, stepsThisRun); reason != "" {
+			sum.Stopped = reason
+			if err := s.save(work, reason); err != nil {
 				return sum, err
 			}
 			break
 		}
-		if st.Step%cfg.EvalInterval == 0 && st.EvaluatedStep != st.Step {
-			stop, err := r.evaluate(work, &st, sets, gen, metrics, log, sched.LR(st.Step))
-			if err != nil {
-				return sum, err
-			}
-			st.EvaluatedStep = st.Step
-			if cfg.SaveEvery == 0 || st.Step%cfg.SaveEvery == 0 {
-				if err := save("eval"); err != nil {
-					return sum, err
-				}
-			}
-			if stop != "" {
-				sum.Stopped = stop
-				break
-			}
-		} else if cfg.SaveEvery > 0 && st.Step%cfg.SaveEvery == 0 && st.Step > sum.StartStep {
-			if err := save("save_every"); err != nil {
-				return sum, err
-			}
+		stop, err := s.evalAndSave(work, sum.StartStep)
+		if err != nil {
+			return sum, err
 		}
-
+		if stop != "" {
+			sum.Stopped = stop
+			break
+		}
 		g, ok := <-groups
 		if !ok || g.err != nil {
 			return sum, fmt.Errorf("step %d: draw batches: %w", st.Step, g.err)
 		}
-		lr := sched.LR(st.Step)
-		stepStart := time.Now()
-		loss, tokens, gradNorm, err := r.step(work, g.batches, lr, st.Step)
+		loss, err := s.trainStep(work, g, bar)
 		if err != nil {
-			return sum, fmt.Errorf("step %d: %w", st.Step, err)
-		}
-		if math.IsNaN(loss) || math.IsInf(loss, 0) || math.IsNaN(gradNorm) || math.IsInf(gradNorm, 0) {
-			return sum, fmt.Errorf("step %d: training diverged (loss %v, grad norm %v); stopping without saving — "+
-				"the last good checkpoint is %s; lower learning_rate or check the data", st.Step, loss, gradNorm, latest)
-		}
-		st.Step++
-		st.OptimizerStep++
-		st.TrainSampler = g.after
-		st.Tokens += tokens
-		stepsThisRun++
-		sum.FinalLoss = loss
-		dt := time.Since(stepStart).Seconds()
-		metrics.write(map[string]any{
-			"event": "step", "step": st.Step, "loss": loss, "lr": lr, "grad_norm": gradNorm,
-			"tokens": st.Tokens, "tokens_per_s": float64(tokens) / dt, "elapsed_s": elapsedBefore + time.Since(started).Seconds(),
-		})
-		bar.update(st.Step, loss, lr, float64(tokens)/dt)
-	}
-	if sum.Stopped == "" {
-		if _, err := r.evaluate(work, &st, sets, gen, metrics, log, sched.LR(st.Step)); err != nil {
 			return sum, err
 		}
-		st.EvaluatedStep = st.Step
-		if err := save("final"); err != nil {
+		stepsThisRun++
+		sum.FinalLoss = loss
+	}
+	if sum.Stopped == "" {
+		// Reached max_iters: the final step gets its eval and a checkpoint.
+		if _, err := s.evaluate(work); err != nil {
+			return sum, err
+		}
+		if err := s.save(work, "final"); err != nil {
 			return sum, err
 		}
 	}
 	sum.EndStep, sum.Tokens, sum.BestValLoss = st.Step, st.Tokens, st.BestValLoss
-	sum.Elapsed = time.Since(started)
+	sum.Elapsed = time.Since(s.started)
 	return sum, nil
+}
+
+// stopReason says why the loop should stop before the next step: SIGINT
+// ("interrupted") or StopAfter steps done in this invocation ("stop
+// requested"); "" to go on.
+func (s *session) stopReason(ctx context.Context, stepsThisRun int) string {
+	switch {
+	case ctx.Err() != nil:
+		return "interrupted"
+	case s.run.StopAfter > 0 && stepsThisRun >= s.run.StopAfter:
+		return "stop requested"
+	}
+	return ""
+}
+
+// evalAndSave runs the eval due at the current step, unless a resumed run
+// already logged it, and saves latest when that eval or save_every asks for
+// it. It returns a non-empty reason when training should stop.
+func (s *session) evalAndSave(ctx context.Context, startStep int) (string, error) {
+	cfg, st := s.cfg, &s.st
+	if st.Step%cfg.EvalInterval != 0 || st.EvaluatedStep == st.Step {
+		// A resumed run does not save again the step it started from.
+		if cfg.SaveEvery > 0 && st.Step%cfg.SaveEvery == 0 && st.Step > startStep {
+			return "", s.save(ctx, "save_every")
+		}
+		return "", nil
+	}
+	stop, err := s.evaluate(ctx)
+	if err != nil {
+		return "", err
+	}
+	if cfg.SaveEvery == 0 || st.Step%cfg.SaveEvery == 0 {
+		if err := s.save(ctx, "eval"); err != nil {
+			return "", err
+		}
+	}
+	return stop, nil
+}
+
+// evaluate runs an eval at the current step (Run.evaluate) and records it as
+// logged, so a run resumed from a checkpoint of this step does not repeat it.
+func (s *session) evaluate(ctx context.Context) (string, error) {
+	stop, err := s.run.evaluate(ctx, &s.st, s.sets, s.gen, s.metrics, s.log, s.sched.LR(s.st.Step))
+	if err != nil {
+		return "", err
+	}
+	s.st.EvaluatedStep = s.st.Step
+	return stop, nil
+}
+
+// trainStep runs one optimizer step over g and advances the run state,
+// metrics and progress bar. A non-finite loss or gradient norm stops the run
+// without saving, so latest stays the last good checkpoint.
+func (s *session) trainStep(ctx context.Context, g group, bar *progress) (float64, error) {
+	st := &s.st
+	lr := s.sched.LR(st.Step)
+	stepStart := time.Now()
+	loss, tokens, gradNorm, err := s.run.step(ctx, g.batches, lr, st.Step)
+	if err != nil {
+		return 0, fmt.Errorf("step %d: %w", st.Step, err)
+	}
+	if math.IsNaN(loss) || math.IsInf(loss, 0) || math.IsNaN(gradNorm) || math.IsInf(gradNorm, 0) {
+		return 0, fmt.Errorf("step %d: training diverged (loss %v, grad norm %v); stopping without saving — "+
+			"the last good checkpoint is %s; lower learning_rate or check the data", st.Step, loss, gradNorm, s.latest)
+	}
+	st.Step++
+	st.OptimizerStep++
+	st.TrainSampler = g.after
+	st.Tokens += tokens
+	dt := time.Since(stepStart).Seconds()
+	s.metrics.write(map[string]any{
+		"event": "step", "step": st.Step, "loss": loss, "lr": lr, "grad_norm": gradNorm,
+		"tokens": st.Tokens, "tokens_per_s": float64(tokens) / dt, "elapsed_s": s.elapsed(),
+	})
+	bar.update(st.Step, loss, lr, float64(tokens)/dt)
+	return loss, nil
+}
+
+// save writes the run's state to latest; reason is for the log and errors.
+func (s *session) save(ctx context.Context, reason string) error {
+	s.st.Elapsed = s.elapsed()
+	if err := s.run.saveCheckpoint(ctx, s.latest, &s.st); err != nil {
+		return fmt.Errorf("save checkpoint (%s) at step %d: %w", reason, s.st.Step, err)
+	}
+	s.log.Debug("saved checkpoint", "dir", s.latest, "step", s.st.Step, "reason", reason)
+	return nil
+}
+
+// elapsed is the run's training time in seconds, earlier invocations included.
+func (s *session) elapsed() float64 {
+	return s.elapsedBefore + time.Since(s.started).Seconds()
 }
 
 // step runs one optimizer step over a group of micro-batches and returns
