@@ -15,6 +15,7 @@ import (
 	"github.com/mypt/mypt/backends/internal/goldentest"
 	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/backendkit"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 	"google.golang.org/grpc/codes"
 )
@@ -151,8 +152,7 @@ func TestStepKernelOrder(t *testing.T) {
 		}
 	}
 	b := newGoldenBackend(t, g)
-	d, _ := b.Device()
-	fake := d.(*device.Fake)
+	fake := fakeOf(t, b)
 	fake.Trace()
 	if _, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: 1}); err != nil {
 		t.Fatal(err)
@@ -176,24 +176,73 @@ func TestStepKernelOrder(t *testing.T) {
 	t.Logf("device memory: %d bytes live, %d peak", live, peak)
 }
 
-// Every kernel of kernels.cu has a spec and a Go twin, and every spec names a kernel.
-func TestKernelsHaveTwins(t *testing.T) {
-	for name := range kernels.Specs {
-		if !strings.Contains(kernels.Source, `__global__ void `+name+`(`) {
-			t.Errorf("spec %s has no kernel in kernels.cu", name)
-		}
+// fakeOf returns the fake device a backend made by New(Options{Fake: true}) computes on.
+func fakeOf(t *testing.T, b *backendkit.Backend) *device.Fake {
+	t.Helper()
+	d, err := b.Engine().(*engine).device()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := strings.Count(kernels.Source, "__global__ void "); n != len(kernels.Specs) {
-		t.Errorf("kernels.cu has %d kernels, Specs %d", n, len(kernels.Specs))
+	return d.(*device.Fake)
+}
+
+// Every kernel of kernels.cu has a Go twin, and its signature is parsed from the source.
+func TestKernelsHaveTwins(t *testing.T) {
+	sigs := kernels.Signatures()
+	if n := strings.Count(kernels.Source, "__global__ void "); n != len(sigs) {
+		t.Errorf("kernels.cu declares %d kernels, %d signatures parsed", n, len(sigs))
+	}
+	if got, want := sigs["attn_fwd"], "pppppp"+"iiiiiiii"+"uuuf"; got != want {
+		t.Errorf("attn_fwd signature %q, want %q (from its declaration in kernels.cu)", got, want)
 	}
 	d := device.NewFake()
-	for name, spec := range kernels.Specs {
+	for name, spec := range sigs {
 		args := make([]any, len(spec))
 		for i := range args {
 			args[i] = "x"
 		}
 		if err := d.Launch(name, device.D1(1), device.D1(1), args...); err == nil || strings.Contains(err.Error(), "no Go twin") {
 			t.Errorf("%s: launch with bad arguments: %v", name, err)
+		}
+	}
+}
+
+// Every kernel the model launches goes through its typed launcher (launch.go), and the
+// device checks each launch's arguments against the signature parsed from kernels.cu: one
+// pass over training (dropout, NEFTune, packing, frozen tensors), evaluation, the optimizer
+// and the KV cache launches every kernel but cast_bf16 (the GPU device's own, for bf16
+// products).
+func TestEveryKernelLaunched(t *testing.T) {
+	ctx := context.Background()
+	launched := map[string]bool{}
+	for _, g := range goldentest.Cases(t) {
+		g.Model.Dropout, g.Model.NeftuneAlpha = 0.1, 5
+		b := New(Options{Fake: true})
+		configure(t, b, g, nil)
+		fake := fakeOf(t, b)
+		if _, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: 1, DropoutSeed: 3}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.OptimizerStep(ctx, &pb.OptimizerStepRequest{LearningRate: 1e-3, ClipNorm: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: g.NewBatch(), ReturnLogits: true}); err != nil {
+			t.Fatal(err)
+		}
+		p, err := b.Prefill(ctx, &pb.PrefillRequest{Tokens: g.NewBatch().Tokens[:3]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: p.CacheHandle, Token: 1}); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range fake.Trace() {
+			launched[k] = true
+		}
+	}
+	for name := range kernels.Signatures() {
+		if !launched[name] && name != "cast_bf16" {
+			t.Errorf("kernel %s was never launched", name)
 		}
 	}
 }

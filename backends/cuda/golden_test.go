@@ -6,6 +6,7 @@ import (
 	"github.com/mypt/mypt/backends/internal/goldentest"
 	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/backendkit"
 )
 
 // The PyTorch golden vectors (backends/internal/goldentest) on the fake device, with the
@@ -20,6 +21,6 @@ func TestZeroWeights(t *testing.T)           { goldenSuite.ZeroWeights(t) }
 func TestFrozen(t *testing.T)                { goldenSuite.Frozen(t) }
 
 // newGoldenBackend is a fake-device backend configured for g with its initial parameters.
-func newGoldenBackend(t testing.TB, g *golden.Case) *Backend {
+func newGoldenBackend(t testing.TB, g *golden.Case) *backendkit.Backend {
 	return goldentest.Open(t, g, New(Options{Fake: true}))
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mypt/mypt/backends/cuda/device"
 	"github.com/mypt/mypt/backends/cuda/kernels"
+	"github.com/mypt/mypt/sdk/backendkit"
 	"github.com/mypt/mypt/sdk/modelspec"
 )
 
@@ -19,6 +20,7 @@ type queue struct {
 	err error
 }
 
+// k launches kernel name; call it through the typed launchers of launch.go.
 func (q *queue) k(name string, grid, block device.Dim3, args ...any) {
 	if q.err == nil {
 		q.err = q.d.Launch(name, grid, block, args...)
@@ -49,11 +51,6 @@ func (q *queue) down(b []byte, p device.Ptr) {
 	}
 }
 
-// elt launches an element-wise kernel over n elements.
-func (q *queue) elt(name string, n int, args ...any) {
-	q.k(name, device.D1(device.Blocks(n, kernels.EltBlock)), device.D1(kernels.EltBlock), args...)
-}
-
 func bytesOf[T int32 | float32 | float64](s []T) []byte {
 	if len(s) == 0 {
 		return nil
@@ -66,7 +63,7 @@ func bytesOf[T int32 | float32 | float64](s []T) []byte {
 func (q *queue) linearFwd(out, in, w, b device.Ptr, n, ic, oc int) {
 	beta := float32(0)
 	if b != 0 {
-		q.elt("fill_rows", n*oc, out, b, int64(n*oc), int32(oc))
+		q.fillRows(out, b, n*oc, oc)
 		beta = 1
 	}
 	q.gemm(device.Gemm{TransB: true, M: n, N: oc, K: ic, Alpha: 1, A: in, LDA: ic, B: w, LDB: ic, Beta: beta, C: out, LDC: oc})
@@ -83,27 +80,19 @@ func (q *queue) linearBwd(din, dw, db, dout, in, w device.Ptr, n, ic, oc int, ac
 	}
 	q.gemm(device.Gemm{TransA: true, M: oc, N: ic, K: n, Alpha: 1, A: dout, LDA: oc, B: in, LDB: ic, Beta: 1, C: dw, LDC: ic})
 	if db != 0 {
-		q.elt("col_sum_add", oc, db, dout, int32(n), int32(oc))
+		q.colSumAdd(db, dout, n, oc)
 	}
 }
 
-func b2i(b bool) int32 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-func (q *queue) normFwd(a modelspec.Arch, out, mean, rstd, in, w, b device.Ptr, n int) {
-	q.k("norm_fwd", device.D1(n), device.D1(kernels.NormBlock), out, mean, rstd, in, w, b,
-		int32(n), int32(a.NEmbd), float32(a.NormEps), b2i(a.LayerNorm))
+// norm is the model's LayerNorm or RMSNorm over n rows.
+func (q *queue) norm(a modelspec.Arch, out, mean, rstd, in, w, b device.Ptr, n int) {
+	q.normFwd(out, mean, rstd, in, w, b, n, a.NEmbd, float32(a.NormEps), a.LayerNorm)
 }
 
 // normBwd: din += ∂/∂in, dw (db) += parameter gradients.
 func (q *queue) normBwd(a modelspec.Arch, din, dw, db, dout, in, mean, rstd, w device.Ptr, n int) {
-	q.k("norm_bwd_dx", device.D1(n), device.D1(kernels.NormBlock), din, dout, in, mean, rstd, w,
-		int32(n), int32(a.NEmbd), b2i(a.LayerNorm))
-	q.elt("norm_bwd_dw", a.NEmbd, dw, db, dout, in, mean, rstd, int32(n), int32(a.NEmbd), b2i(a.LayerNorm))
+	q.normBwdDx(din, dout, in, mean, rstd, w, n, a.NEmbd, a.LayerNorm)
+	q.normBwdDw(dw, db, dout, in, mean, rstd, n, a.NEmbd, a.LayerNorm)
 }
 
 // ---- weights: named views into the flat parameter (or gradient) buffer
@@ -179,7 +168,7 @@ func newActs(d device.Device, a modelspec.Arch, batch, t int) (*acts, error) {
 		x.res = append(x.res, m.f32(rows*C))
 	}
 	for range a.NLayer {
-		la := layerActs{ln1: m.f32(rows * C), ln1Mean: m.f32(rows), ln1Rstd: m.f32(rows), qkv: m.f32(rows * 3 * C),
+		la := layerActs{ln1: m.f32(rows * C), ln1Mean: m.f32(rows), ln1Rstd: m.f32(rows), qkv: m.f32(rows * a.QKVDim()),
 			y: m.f32(rows * C), lse: m.f32(batch * a.NHead * t), mid: m.f32(rows * C),
 			ln2: m.f32(rows * C), ln2Mean: m.f32(rows), ln2Rstd: m.f32(rows), h: m.f32(rows * H), act: m.f32(rows * H)}
 		if a.SwiGLU {
@@ -190,7 +179,7 @@ func newActs(d device.Device, a modelspec.Arch, batch, t int) (*acts, error) {
 	x.lnf, x.lnfMean, x.lnfRstd = m.f32(rows*C), m.f32(rows), m.f32(rows)
 	x.logits = m.f32(rows * V)
 	x.dres, x.dtmp, x.dln, x.dy = m.f32(rows*C), m.f32(rows*C), m.f32(rows*C), m.f32(rows*C)
-	x.dqkv, x.dh, x.dact = m.f32(rows*3*C), m.f32(rows*H), m.f32(rows*H)
+	x.dqkv, x.dh, x.dact = m.f32(rows*a.QKVDim()), m.f32(rows*H), m.f32(rows*H)
 	if a.SwiGLU {
 		x.dup = m.f32(rows * H)
 	}
@@ -209,21 +198,22 @@ func newActs(d device.Device, a modelspec.Arch, batch, t int) (*acts, error) {
 type pass struct {
 	b, t   int
 	tokens []int32
+	pos    []int32 // each token's position
 	segs   []int32 // nil: every row is one segment
 	train  bool
 	seed   uint64
-	pos    []int32 // filled by forward
 }
 
 // Dropout / noise sites, as the CPU backend numbers them.
 func siteOf(layer, kind int) uint64 { return uint64(1 + layer*3 + kind) } // kind 0 attn, 1 proj, 2 mlp
 
-// dropParams returns the kernel's threshold and keep factor (thr 0: no dropout).
-func dropParams(p float64, on bool) (thr uint64, keep float32) {
-	if !on || p == 0 {
-		return 0, 1
+// dropoutAt returns the dropout arguments of a site: off (noDropout) unless ps trains with
+// dropout > 0, else the kernel's threshold and keep factor.
+func dropoutAt(a modelspec.Arch, ps *pass, layer, kind int) dropout {
+	if !ps.train || a.Dropout == 0 {
+		return noDropout
 	}
-	return uint64(math.Ceil(p * (1 << 53))), float32(1 / (1 - p))
+	return dropout{seed: ps.seed, site: siteOf(layer, kind), thr: uint64(math.Ceil(a.Dropout * (1 << 53))), keep: float32(1 / (1 - a.Dropout))}
 }
 
 // model is the network on a device: parameters, gradients, Adam moments (one flat fp32
@@ -298,22 +288,17 @@ func (m *model) ensure(b, t int) error {
 	return nil
 }
 
-// positions returns each token's position (restarting at segment changes when asked).
-func positions(a modelspec.Arch, ps pass) []int32 {
-	pos := make([]int32, ps.b*ps.t)
-	a.Positions(pos, ps.segs, ps.b, ps.t)
-	return pos
-}
-
-// forward runs the network up to the logits (x.logits[:n·V]).
-func (m *model) forward(ps *pass) error {
+// forward runs the network up to the logits (x.logits[:n·V]). With a cache, the pass
+// extends the one sequence (b = 1) the cache holds: its keys and values are appended at
+// positions ps.pos and attention reads the whole cached sequence (generation); without,
+// attention reads the batch's own keys.
+func (m *model) forward(ps *pass, cache *kvCache) error {
 	a, q := m.a, m.q
 	if err := m.ensure(ps.b, ps.t); err != nil {
 		return err
 	}
 	x := m.x
-	n, C, H := ps.b*ps.t, a.NEmbd, a.MLPHidden
-	ps.pos = positions(a, *ps)
+	n, C, H, QKV := ps.b*ps.t, a.NEmbd, a.MLPHidden, a.QKVDim()
 	q.up(x.tokens, bytesOf(ps.tokens))
 	q.up(x.pos, bytesOf(ps.pos))
 	seg := device.Ptr(0)
@@ -321,70 +306,66 @@ func (m *model) forward(ps *pass) error {
 		seg = x.seg
 		q.up(seg, bytesOf(ps.segs))
 	}
-	drop := ps.train && a.Dropout > 0
-	thr, keep := dropParams(a.Dropout, drop)
 
-	q.k("embed_fwd", device.D1(n), device.D1(kernels.NormBlock), x.res[0], m.w.Wte, m.w.Wpe, x.tokens, x.pos, int32(n), int32(C))
+	q.embedFwd(x.res[0], m.w.Wte, m.w.Wpe, x.tokens, x.pos, n, C)
 	if ps.train && a.NeftuneAlpha > 0 {
-		q.elt("neftune", n*C, x.res[0], int64(n*C), ps.seed, a.NeftuneAlpha/math.Sqrt(float64(ps.t*C)))
+		q.neftune(x.res[0], n*C, ps.seed, a.NeftuneAlpha/math.Sqrt(float64(ps.t*C)))
 	}
 	for l := 0; l < a.NLayer; l++ {
 		w, la := &m.w.Layers[l], &x.layers[l]
 		in, out := x.res[l], x.res[l+1]
-		q.normFwd(a, la.ln1, la.ln1Mean, la.ln1Rstd, in, w.Ln1W, w.Ln1B, n)
-		q.linearFwd(la.qkv, la.ln1, w.QkvW, w.QkvB, n, C, 3*C)
+		q.norm(a, la.ln1, la.ln1Mean, la.ln1Rstd, in, w.Ln1W, w.Ln1B, n)
+		q.linearFwd(la.qkv, la.ln1, w.QkvW, w.QkvB, n, C, QKV)
 		if !a.LearnedPos {
-			q.elt("rope", n*a.NHead*(a.HeadDim/2), la.qkv, x.pos, m.ropeCos, m.ropeSin, int32(n), int32(C), int32(a.NHead), int32(0))
+			q.rope(la.qkv, x.pos, m.ropeCos, m.ropeSin, n, C, a.NHead, false)
 		}
-		q.k("attn_fwd", device.D2(device.Blocks(ps.t, kernels.AttBQ), ps.b*a.NHead), device.D1(kernels.AttBQ),
-			la.y, la.lse, la.qkv, la.qkv.F32(C), la.qkv.F32(2*C), seg,
-			int32(ps.t), int32(ps.t), int32(0), int32(a.NHead), int32(a.HeadDim), int32(3*C), int32(3*C), int32(C),
-			ps.seed, siteOf(l, 0), thr, keep)
+		// keys and values: the batch's own qkv rows, or the cached sequence with these
+		// rows appended
+		k, v, skv, tk, qoff := la.qkv.F32(C), la.qkv.F32(C+a.KVDim()), QKV, ps.t, 0
+		if cache != nil {
+			qoff = int(ps.pos[0])
+			q.kvAppend(cache.k[l], cache.v[l], la.qkv, n, C, qoff)
+			k, v, skv, tk = cache.k[l], cache.v[l], a.KVDim(), qoff+ps.t
+		}
+		q.attnFwd(la.y, la.lse, la.qkv, k, v, seg, ps.b, ps.t, tk, qoff, a.NHead, a.HeadDim, QKV, skv, C, dropoutAt(a, ps, l, 0))
 		q.linearFwd(la.mid, la.y, w.ProjW, w.ProjB, n, C, C)
-		q.elt("residual_add", n*C, la.mid, in, int64(n*C), ps.seed, siteOf(l, 1), thr, keep)
+		q.residualAdd(la.mid, in, n*C, dropoutAt(a, ps, l, 1))
 
-		q.normFwd(a, la.ln2, la.ln2Mean, la.ln2Rstd, la.mid, w.Ln2W, w.Ln2B, n)
+		q.norm(a, la.ln2, la.ln2Mean, la.ln2Rstd, la.mid, w.Ln2W, w.Ln2B, n)
 		if a.SwiGLU {
 			q.linearFwd(la.h, la.ln2, w.GateW, 0, n, C, H)
 			q.linearFwd(la.up, la.ln2, w.UpW, 0, n, C, H)
-			q.elt("swiglu_fwd", n*H, la.act, la.h, la.up, int64(n*H))
+			q.swigluFwd(la.act, la.h, la.up, n*H)
 			q.linearFwd(out, la.act, w.DownW, 0, n, H, C)
 		} else {
 			q.linearFwd(la.h, la.ln2, w.Fc1W, w.Fc1B, n, C, H)
-			q.elt("gelu_fwd", n*H, la.act, la.h, int64(n*H))
+			q.geluFwd(la.act, la.h, n*H)
 			q.linearFwd(out, la.act, w.Fc2W, w.Fc2B, n, H, C)
 		}
-		q.elt("residual_add", n*C, out, la.mid, int64(n*C), ps.seed, siteOf(l, 2), thr, keep)
+		q.residualAdd(out, la.mid, n*C, dropoutAt(a, ps, l, 2))
 	}
-	q.normFwd(a, x.lnf, x.lnfMean, x.lnfRstd, x.res[a.NLayer], m.w.LnfW, m.w.LnfB, n)
+	q.norm(a, x.lnf, x.lnfMean, x.lnfRstd, x.res[a.NLayer], m.w.LnfW, m.w.LnfB, n)
 	q.linearFwd(x.logits, x.lnf, m.w.LmW, m.w.LmB, n, C, a.VocabSize)
 	return q.err
 }
 
-// lossTotals are a pass's loss statistics.
-type lossTotals struct {
-	lossSum, weightSum float64
-	correct, counted   uint64
-}
-
 // loss runs the fused classifier over the last forward's logits; with grad the logits
 // become scale·∂(Σw·CE)/∂logits.
-func (m *model) loss(n int, targets []int32, weights []float32, scale float64, grad bool) (lossTotals, error) {
+func (m *model) loss(n int, targets []int32, weights []float32, scale float64, grad bool) (backendkit.Totals, error) {
 	q, x := m.q, m.x
 	q.up(x.targets, bytesOf(targets))
 	q.up(x.weights, bytesOf(weights))
-	q.k("xent", device.D1(n), device.D1(kernels.NormBlock), x.logits, x.targets, x.weights, x.rowLoss, x.correct,
-		int32(n), int32(m.a.VocabSize), scale, b2i(grad))
+	q.xent(x.logits, x.targets, x.weights, x.rowLoss, x.correct, n, m.a.VocabSize, scale, grad)
 	rl, cr := make([]float64, n), make([]int32, n)
 	q.down(bytesOf(rl), x.rowLoss)
 	q.down(bytesOf(cr), x.correct)
-	var t lossTotals
+	var t backendkit.Totals
 	for r := range n {
 		if weights[r] > 0 {
-			t.lossSum += rl[r]
-			t.weightSum += float64(weights[r])
-			t.counted++
-			t.correct += uint64(cr[r])
+			t.LossSum += rl[r]
+			t.WeightSum += float64(weights[r])
+			t.Counted++
+			t.Correct += uint64(cr[r])
 		}
 	}
 	return t, q.err
@@ -412,20 +393,19 @@ func (m *model) embedBwd(table, d device.Ptr, ids []int32) {
 	q.up(x.embRows, bytesOf(rows))
 	q.up(x.embOffs, bytesOf(offs))
 	q.up(x.embIDs, bytesOf(uniq))
-	q.k("embed_bwd", device.D1(len(uniq)), device.D1(kernels.NormBlock), table, d, x.embRows, x.embOffs, x.embIDs, int32(m.a.NEmbd))
+	q.embedBwd(table, d, x.embRows, x.embOffs, x.embIDs, len(uniq), m.a.NEmbd)
 }
 
 // backward adds the parameter gradients of the last forward pass (whose logits now hold
 // ∂loss/∂logits) to the gradient buffer.
 func (m *model) backward(ps *pass) error {
 	a, q, x := m.a, m.q, m.x
-	n, C, H, V := ps.b*ps.t, a.NEmbd, a.MLPHidden, a.VocabSize
+	n, C, H, V, QKV := ps.b*ps.t, a.NEmbd, a.MLPHidden, a.VocabSize, a.QKVDim()
 	seg := device.Ptr(0)
 	if ps.segs != nil {
 		seg = x.seg
 	}
 	drop := ps.train && a.Dropout > 0
-	thr, keep := dropParams(a.Dropout, drop)
 
 	q.linearBwd(x.dln, m.g.LmW, m.g.LmB, x.logits, x.lnf, m.w.LmW, n, C, V, false)
 	q.zero(x.dres, 4*n*C)
@@ -434,37 +414,37 @@ func (m *model) backward(ps *pass) error {
 		w, g, la := &m.w.Layers[l], &m.g.Layers[l], &x.layers[l]
 		dm := x.dres
 		if drop {
-			q.elt("mask_mul", n*C, x.dtmp, x.dres, int64(n*C), ps.seed, siteOf(l, 2), thr, keep)
+			q.maskMul(x.dtmp, x.dres, n*C, dropoutAt(a, ps, l, 2))
 			dm = x.dtmp
 		}
 		if a.SwiGLU {
 			q.linearBwd(x.dact, g.DownW, 0, dm, la.act, w.DownW, n, H, C, false)
-			q.elt("swiglu_bwd", n*H, x.dh, x.dup, x.dact, la.h, la.up, int64(n*H))
+			q.swigluBwd(x.dh, x.dup, x.dact, la.h, la.up, n*H)
 			q.linearBwd(x.dln, g.GateW, 0, x.dh, la.ln2, w.GateW, n, C, H, false)
 			q.linearBwd(x.dln, g.UpW, 0, x.dup, la.ln2, w.UpW, n, C, H, true)
 		} else {
 			q.linearBwd(x.dact, g.Fc2W, g.Fc2B, dm, la.act, w.Fc2W, n, H, C, false)
-			q.elt("gelu_bwd", n*H, x.dh, x.dact, la.h, int64(n*H))
+			q.geluBwd(x.dh, x.dact, la.h, n*H)
 			q.linearBwd(x.dln, g.Fc1W, g.Fc1B, x.dh, la.ln2, w.Fc1W, n, C, H, false)
 		}
 		q.normBwd(a, x.dres, g.Ln2W, g.Ln2B, x.dln, la.mid, la.ln2Mean, la.ln2Rstd, w.Ln2W, n)
 
 		dp := x.dres
 		if drop {
-			q.elt("mask_mul", n*C, x.dtmp, x.dres, int64(n*C), ps.seed, siteOf(l, 1), thr, keep)
+			q.maskMul(x.dtmp, x.dres, n*C, dropoutAt(a, ps, l, 1))
 			dp = x.dtmp
 		}
 		q.linearBwd(x.dy, g.ProjW, g.ProjB, dp, la.y, w.ProjW, n, C, C, false)
-		q.elt("attn_bwd_pre", ps.b*a.NHead*ps.t, x.D, x.dy, la.y, int32(ps.b), int32(ps.t), int32(a.NHead), int32(a.HeadDim), int32(C))
-		grid := device.D2(device.Blocks(ps.t, kernels.AttBQ), ps.b*a.NHead)
-		q.k("attn_bwd_dq", grid, device.D1(kernels.AttBQ), x.dqkv, la.qkv, la.qkv.F32(C), la.qkv.F32(2*C), x.dy, la.lse, x.D, seg,
-			int32(ps.t), int32(a.NHead), int32(a.HeadDim), int32(3*C), int32(C), ps.seed, siteOf(l, 0), thr, keep)
-		q.k("attn_bwd_dkv", grid, device.D1(kernels.AttBK), x.dqkv.F32(C), x.dqkv.F32(2*C), la.qkv, la.qkv.F32(C), la.qkv.F32(2*C),
-			x.dy, la.lse, x.D, seg, int32(ps.t), int32(a.NHead), int32(a.HeadDim), int32(3*C), int32(C), ps.seed, siteOf(l, 0), thr, keep)
+		att := dropoutAt(a, ps, l, 0)
+		q.attnBwdPre(x.D, x.dy, la.y, ps.b, ps.t, a.NHead, a.HeadDim, C)
+		q.attnBwdDq(x.dqkv, la.qkv, la.qkv.F32(C), la.qkv.F32(2*C), x.dy, la.lse, x.D, seg,
+			ps.b, ps.t, a.NHead, a.HeadDim, QKV, C, att)
+		q.attnBwdDkv(x.dqkv.F32(C), x.dqkv.F32(2*C), la.qkv, la.qkv.F32(C), la.qkv.F32(2*C), x.dy, la.lse, x.D, seg,
+			ps.b, ps.t, a.NHead, a.HeadDim, QKV, C, att)
 		if !a.LearnedPos {
-			q.elt("rope", n*a.NHead*(a.HeadDim/2), x.dqkv, x.pos, m.ropeCos, m.ropeSin, int32(n), int32(C), int32(a.NHead), int32(1))
+			q.rope(x.dqkv, x.pos, m.ropeCos, m.ropeSin, n, C, a.NHead, true)
 		}
-		q.linearBwd(x.dln, g.QkvW, g.QkvB, x.dqkv, la.ln1, w.QkvW, n, C, 3*C, false)
+		q.linearBwd(x.dln, g.QkvW, g.QkvB, x.dqkv, la.ln1, w.QkvW, n, C, QKV, false)
 		q.normBwd(a, x.dres, g.Ln1W, g.Ln1B, x.dln, x.res[l], la.ln1Mean, la.ln1Rstd, w.Ln1W, n)
 	}
 	m.embedBwd(m.g.Wte, x.dres, ps.tokens)
@@ -477,7 +457,7 @@ func (m *model) backward(ps *pass) error {
 // gradNorm is the global L2 norm of the gradients (fixed-order partial sums in float64).
 func (m *model) gradNorm() (float64, error) {
 	q := m.q
-	q.k("sumsq", device.D1(kernels.SumsqGrid), device.D1(256), m.partial, m.grads, int64(m.lay.Total))
+	q.sumsq(m.partial, m.grads, m.lay.Total)
 	part := make([]float64, kernels.SumsqGrid)
 	q.down(bytesOf(part), m.partial)
 	var s float64
@@ -487,11 +467,12 @@ func (m *model) gradNorm() (float64, error) {
 	return math.Sqrt(s), q.err
 }
 
-// adamStep clips and applies one AdamW step (steps is the step number after this one),
-// zeroing the gradients; consecutive tensors with the same decay share a launch. Frozen
-// tensors' gradients are zeroed first (so they are not in the norm) and they get no
-// update: their parameters and moments stay as they are.
-func (m *model) adamStep(o optimizer, steps uint64, lr, wd, clip float64) (float64, error) {
+// adamStep clips and applies AdamW step st.Number, zeroing the gradients; consecutive
+// tensors with the same decay share a launch. Frozen tensors' gradients are zeroed first
+// (so they are not in the norm) and they get no update: their parameters and moments stay
+// as they are.
+func (m *model) adamStep(o backendkit.Optimizer, st backendkit.Step) (float64, error) {
+	lr, wd, clip := st.LearningRate, st.WeightDecay, st.ClipNorm
 	if m.lay.AnyFrozen {
 		for _, p := range m.lay.Params {
 			if p.Frozen {
@@ -509,9 +490,9 @@ func (m *model) adamStep(o optimizer, steps uint64, lr, wd, clip float64) (float
 			gscale = float32(coef)
 		}
 	}
-	bc1 := 1 - math.Pow(o.beta1, float64(steps))
-	bc2 := 1 - math.Pow(o.beta2, float64(steps))
-	b1, b2 := float32(o.beta1), float32(o.beta2)
+	bc1 := 1 - math.Pow(o.Beta1, float64(st.Number))
+	bc2 := 1 - math.Pow(o.Beta2, float64(st.Number))
+	b1, b2 := float32(o.Beta1), float32(o.Beta2)
 	slots := m.lay.Params
 	for i := 0; i < len(slots); {
 		j := i
@@ -527,17 +508,12 @@ func (m *model) adamStep(o optimizer, steps uint64, lr, wd, clip float64) (float
 		if slots[i].Decay {
 			decay = float32(1 - lr*wd)
 		}
-		m.q.elt("adamw", cnt, m.params.F32(off), m.grads.F32(off), m.adamM.F32(off), m.adamV.F32(off), int64(cnt),
-			gscale, b1, 1-b1, b2, 1-b2, float32(math.Sqrt(bc2)), float32(o.eps), decay, float32(lr/bc1))
+		m.q.adamw(m.params.F32(off), m.grads.F32(off), m.adamM.F32(off), m.adamV.F32(off), cnt, adamConsts{
+			gscale: gscale, b1: b1, c1: 1 - b1, b2: b2, c2: 1 - b2, bc2Sqrt: float32(math.Sqrt(bc2)),
+			eps: float32(o.Eps), decay: decay, stepSize: float32(lr / bc1)})
 		i = j
 	}
 	return norm, m.q.err
-}
-
-// optimizer holds AdamW's hyper-parameters and step count.
-type optimizer struct {
-	beta1, beta2, eps float64
-	steps             uint64
 }
 
 // readF32 copies n floats from the device.

@@ -66,7 +66,7 @@ type Device interface {
 	HtoD(dst Ptr, src []byte) error
 	DtoH(dst []byte, src Ptr) error
 	Zero(p Ptr, bytes int) error
-	// Launch runs kernel name (see kernels.Specs) on grid×block threads. Arguments are
+	// Launch runs kernel name (see kernels.Signatures) on grid×block threads. Arguments are
 	// Ptr, int32, int64, float32, float64 or uint64, as the kernel's spec says.
 	Launch(name string, grid, block Dim3, args ...any) error
 	Gemm(g Gemm) error
@@ -78,7 +78,7 @@ type Device interface {
 
 // CheckArgs verifies args against the kernel's spec and shapes against CUDA's limits.
 func CheckArgs(name string, grid, block Dim3, args []any) error {
-	spec, ok := kernels.Specs[name]
+	spec, ok := kernels.Signatures()[name]
 	if !ok {
 		return fmt.Errorf("unknown kernel %q", name)
 	}

@@ -106,7 +106,7 @@ func OpenGPU(ordinal int, cacheDir string, log *slog.Logger) (*GPU, error) {
 	if err := drv.Check("cuModuleLoadData", drv.ModuleLoadData(&g.mod, unsafe.Pointer(&cubin[0]))); err != nil {
 		return nil, err
 	}
-	for k := range kernels.Specs {
+	for k := range kernels.Signatures() {
 		var fn uintptr
 		cn := driver.CBytes(k)
 		if err := drv.Check("cuModuleGetFunction "+k, drv.ModuleGetFunction(&fn, g.mod, &cn[0])); err != nil {

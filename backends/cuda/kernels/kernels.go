@@ -1,13 +1,17 @@
 // Package kernels holds the CUDA C source of the backend's kernels (kernels.cu, embedded)
-// and the table of their signatures, which both devices check every launch against: the
-// GPU device marshals arguments by it, the fake device (backends/cuda/device) hands them to
-// the kernel's Go twin.
+// and their signatures read from it, which both devices check every launch against: the
+// GPU device loads and marshals by them, the fake device (backends/cuda/device) hands the
+// arguments to the kernel's Go twin.
 package kernels
 
 import (
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
 )
 
 // Source is kernels.cu.
@@ -31,31 +35,64 @@ const (
 	SumsqGrid  = 256 // blocks of sumsq (its partial sums)
 )
 
-// Specs maps every kernel to its argument kinds, in kernels.cu's parameter order: p pointer
-// (a device address, 0 = null), i int32, l int64, f float32, d float64, u uint64.
-var Specs = map[string]string{
-	"embed_fwd":    "pppppii",
-	"neftune":      "plud",
-	"embed_bwd":    "pppppi",
-	"norm_fwd":     "ppppppiifi",
-	"norm_bwd_dx":  "ppppppiii",
-	"norm_bwd_dw":  "ppppppiii",
-	"fill_rows":    "ppli",
-	"col_sum_add":  "ppii",
-	"cast_bf16":    "ppl",
-	"residual_add": "ppluuuf",
-	"mask_mul":     "ppluuuf",
-	"gelu_fwd":     "ppl",
-	"gelu_bwd":     "pppl",
-	"swiglu_fwd":   "pppl",
-	"swiglu_bwd":   "pppppl",
-	"rope":         "ppppiiii",
-	"attn_fwd":     "pppppp" + "iiiiiiii" + "uuuf",
-	"attn_bwd_pre": "ppp" + "iiiii",
-	"attn_bwd_dq":  "ppppppp" + "p" + "iiiii" + "uuuf",
-	"attn_bwd_dkv": "pppppppp" + "p" + "iiiii" + "uuuf",
-	"kv_append":    "pppiii",
-	"xent":         "ppppp" + "ii" + "di",
-	"adamw":        "ppppl" + "fffffffff",
-	"sumsq":        "ppl",
+// Signatures maps every kernel of kernels.cu to its parameters' kinds, in order, read
+// from the source itself so that the table cannot drift from the kernels: p pointer (a
+// device address, 0 = null), i int, l long long, f float, d double, u u64. Both devices
+// check every launch against it; the GPU device also loads exactly these kernels.
+var Signatures = sync.OnceValue(func() map[string]string {
+	sigs, err := parseSignatures(Source)
+	if err != nil {
+		panic("kernels.cu: " + err.Error()) // the embedded source is fixed: a test covers it
+	}
+	return sigs
+})
+
+// kernelDecl matches `extern "C" __global__ void name(params)`.
+var kernelDecl = regexp.MustCompile(`extern "C" __global__ void (\w+)\(([^)]*)\)`)
+
+// parseSignatures reads the kernel declarations of a CUDA source.
+func parseSignatures(src string) (map[string]string, error) {
+	sigs := map[string]string{}
+	for _, m := range kernelDecl.FindAllStringSubmatch(src, -1) {
+		var kinds strings.Builder
+		for _, param := range strings.Split(m[2], ",") {
+			k, err := paramKind(strings.Fields(param))
+			if err != nil {
+				return nil, fmt.Errorf("kernel %s: %w", m[1], err)
+			}
+			kinds.WriteByte(k)
+		}
+		if _, dup := sigs[m[1]]; dup {
+			return nil, fmt.Errorf("kernel %s declared twice", m[1])
+		}
+		sigs[m[1]] = kinds.String()
+	}
+	if len(sigs) == 0 {
+		return nil, fmt.Errorf("no kernels")
+	}
+	return sigs, nil
+}
+
+// paramKind is the kind of one declared parameter ("const float* x", "long long n", …).
+func paramKind(words []string) (byte, error) {
+	if len(words) < 2 {
+		return 0, fmt.Errorf("parameter %q has no name", strings.Join(words, " "))
+	}
+	decl := strings.Join(words, " ")
+	typ := strings.TrimPrefix(strings.Join(words[:len(words)-1], " "), "const ")
+	switch {
+	case strings.Contains(decl, "*"):
+		return 'p', nil
+	case typ == "int":
+		return 'i', nil
+	case typ == "long long":
+		return 'l', nil
+	case typ == "float":
+		return 'f', nil
+	case typ == "double":
+		return 'd', nil
+	case typ == "u64":
+		return 'u', nil
+	}
+	return 0, fmt.Errorf("parameter %q: unsupported type %q", decl, typ)
 }
