@@ -150,7 +150,7 @@ type Tensor struct {
 // Tensors lists the parameters of the architecture with MyPT's state_dict names (each
 // block's norms first here; NewLayout matches the host's list by name, in the host's order). With tied weights lm_head.weight is not a separate tensor. LayerNorm
 // always has a bias (MyPT's nn.LayerNorm); Bias switches only the attention qkv/proj
-// biases. GELU MLP and lm_head biases are always present.
+// biases. GELU MLP and lm_head biases are always present (docs/MYPT.md §11).
 func (a Arch) Tensors() []Tensor {
 	var d []Tensor
 	add := func(name string, shape ...int) {
