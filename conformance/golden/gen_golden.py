@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the golden vectors every mypt backend is checked against.
 
-An independent PyTorch implementation of MyPT's model (mypt-behaviour.md §4: GPT-2 style
+An independent PyTorch implementation of MyPT's model (docs/MYPT.md §11-§14: GPT-2 style
 with learned positions / LayerNorm / GELU, LLaMA style with RoPE / RMSNorm / SwiGLU, packed
 segments, weighted loss masks, AdamW with decoupled decay and global-norm clipping) run in
 float64, so the files hold the exact answer up to float64 rounding; backends are compared

@@ -1,7 +1,8 @@
 // Package chatfmt is MyPT's chat serialization, shared by dataset
 // preparation and generation so that prompts at inference time are exactly
 // what the model saw in training: tags with no separators or newlines
-// between them, <myPT_system> first, one <myPT_eot> closing an episode.
+// between them, <myPT_system> first, one <myPT_eot> closing an episode
+// (docs/MYPT.md §2 chat serialization).
 package chatfmt
 
 import "strings"

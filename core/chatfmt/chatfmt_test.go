@@ -2,7 +2,7 @@ package chatfmt
 
 import "testing"
 
-// TestSerialization checks the exact strings of mypt-behaviour.md §1.3.
+// TestSerialization checks the exact strings of docs/MYPT.md §2 (chat serialization).
 func TestSerialization(t *testing.T) {
 	turns := []Turn{{Role: RoleUser, Content: "Q"}, {Role: RoleAssistant, Content: "A"}}
 	if got, want := Episode(turns, Options{}),

@@ -26,7 +26,7 @@ import (
 )
 
 // Config is a model plus training configuration. Keys are MyPT's where MyPT
-// has one (mypt-behaviour.md §10); the rest are mypt's own.
+// has one (docs/MYPT.md §20 configuration keys); the rest are mypt's own.
 type Config struct {
 	// Model (MyPT GPTConfig).
 	BatchSize            int     `koanf:"batch_size" json:"batch_size"`

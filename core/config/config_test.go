@@ -22,7 +22,7 @@ func writeConfig(t *testing.T, body string) string {
 
 // TestPhase3aConfigLoadsAsIs loads MyPT's 750M phase-3a config unchanged
 // (comment_* keys, null pad id) and checks the values and derived numbers of
-// mypt-behaviour.md §10.1.
+// docs/MYPT.md §20 (configuration keys, phase-3a config).
 func TestPhase3aConfigLoadsAsIs(t *testing.T) {
 	cfg, ignored, err := Load(Sources{File: "../../configs/750M_1024_chat_sft_phase3a.json"})
 	if err != nil {

@@ -1,7 +1,8 @@
 package config
 
 // GPTConfig is MyPT's model config (GPTConfig, field order as in
-// config.json), written into checkpoints so MyPT-side tools can read them.
+// config.json; docs/MYPT.md §17, §20), written into checkpoints so MyPT-side
+// tools can read them.
 type GPTConfig struct {
 	BatchSize            int     `json:"batch_size"`
 	BlockSize            int     `json:"block_size"`

@@ -56,4 +56,7 @@
 // Validate applies MyPT's validator rules per episode (per segment for
 // packed data); Stats and RenderEpisode back `mypt dataset inspect` and
 // `mypt dataset view`.
+//
+// MyPT's layout and loader are stated in docs/MYPT.md §9 (on-disk layout) and
+// §10 (episode loader).
 package dataset

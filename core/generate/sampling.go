@@ -2,7 +2,7 @@
 // (temperature, repetition penalty over a recent window, top-k, top-p,
 // presets), stop tokens and the KV-cache loop over a backend's
 // Prefill/Decode. Sampling lives in the core so every backend generates
-// with the same semantics.
+// with the same semantics. MyPT's generation is described in docs/MYPT.md §18.
 package generate
 
 import (

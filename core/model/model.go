@@ -67,7 +67,8 @@ func MLPHidden(mlpType string, nEmbd int) int {
 	return 4 * nEmbd
 }
 
-// NewSpec derives the architecture and parameter list from a config.
+// NewSpec derives the architecture and parameter list from a config
+// (docs/MYPT.md §11 model architecture, §12 initialisation).
 func NewSpec(cfg config.Config) Spec {
 	c, v, l := int64(cfg.NEmbd), int64(cfg.VocabSize), cfg.NLayer
 	s := Spec{
@@ -141,8 +142,9 @@ func NewSpec(cfg config.Config) Spec {
 	return s
 }
 
-// decays is MyPT's grouping: no decay for 1-D tensors (biases, norms) or
-// names containing "embedding" or "ln"; decay for everything else.
+// decays is MyPT's grouping (docs/MYPT.md §14): no decay for 1-D tensors
+// (biases, norms) or names containing "embedding" or "ln"; decay for
+// everything else.
 func decays(p Param) bool {
 	if len(p.Shape) == 1 {
 		return false

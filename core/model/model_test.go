@@ -17,8 +17,8 @@ func load(t *testing.T, path string) config.Config {
 	return cfg
 }
 
-// TestParameterCounts checks the counts mypt-behaviour.md §4.6 computed from
-// MyPT's module definitions.
+// TestParameterCounts checks the counts of MyPT's module definitions
+// (docs/MYPT.md §11 model architecture, §14 weight-decay groups).
 func TestParameterCounts(t *testing.T) {
 	cfg := load(t, "../../configs/750M_1024_chat_sft_phase3a.json")
 	total, decay := NewSpec(cfg).NumParams()

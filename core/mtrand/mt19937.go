@@ -2,7 +2,8 @@
 // random streams MyPT's data pipeline depends on: numpy's legacy
 // RandomState (val split, epoch order, random batch sampling) and CPython's
 // random module (pack shuffle). Both share the MT19937 core but seed and
-// draw bounded integers differently, so each has its own type.
+// draw bounded integers differently, so each has its own type. The
+// algorithms and reference vectors are in docs/MYPT.md §19.
 package mtrand
 
 const (

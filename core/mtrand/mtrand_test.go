@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// Sequences quoted in shared/reference/mypt-behaviour.md §13 (checked there
+// Sequences quoted in docs/MYPT.md §19 (MT19937, numpy, Python random; checked
 // against numpy 1.24.2 and CPython).
 func TestKnownSequences(t *testing.T) {
 	perms := []struct {

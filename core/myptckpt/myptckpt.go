@@ -11,6 +11,7 @@
 // Float/BFloat16/Half/Double storage classes. Both MyPT forms are accepted:
 // {"state_dict": {...}, "checkpoint_dtype": ..., "model_dtype": ...} and a raw
 // state_dict. Legacy single-file checkpoints (latest.pt / final.pt) are not.
+// MyPT's bundle layout is described in docs/MYPT.md §17.
 package myptckpt
 
 import (

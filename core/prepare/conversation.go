@@ -232,10 +232,11 @@ const (
 	weightStop   = 2   // </myPT_assistant>, <myPT_eot>, toolcall tags, weighted masks only
 )
 
-// lossWeights applies MyPT's mask rule: <myPT_assistant> 0 and opens the
-// assistant span; </myPT_assistant> 1 and closes it; <myPT_eot> 1 wherever
-// it is; any other token 1 inside the span and 0 outside. With weighted,
-// stop tokens (close, eot) and toolcall tags get 2.0 and think/cite tags 1.5.
+// lossWeights applies MyPT's mask rule (docs/MYPT.md §6 loss mask):
+// <myPT_assistant> 0 and opens the assistant span; </myPT_assistant> 1 and
+// closes it; <myPT_eot> 1 wherever it is; any other token 1 inside the span
+// and 0 outside. With weighted, stop tokens (close, eot) and toolcall tags get
+// 2.0 and think/cite tags 1.5.
 func lossWeights(dst []float32, ids []uint32, weighted bool) []float32 {
 	inAssistant := false
 	for _, id := range ids {

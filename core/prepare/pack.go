@@ -19,11 +19,11 @@ type pack struct {
 // episodes are 1..255.
 const maxEpisodesPerPack = 255
 
-// greedyPack is MyPT's greedy_bin_pack: episodes are appended in order to
-// the current pack; an episode longer than the block keeps its last
-// blockSize tokens; when the next episode does not fit (or the pack holds
-// 255 episodes) the pack is padded with pad (weight 0, segment 0) and a new
-// one starts. Episodes are never split.
+// greedyPack is MyPT's greedy_bin_pack (docs/MYPT.md §8 packing): episodes
+// are appended in order to the current pack; an episode longer than the block
+// keeps its last blockSize tokens; when the next episode does not fit (or the
+// pack holds 255 episodes) the pack is padded with pad (weight 0, segment 0)
+// and a new one starts. Episodes are never split.
 func greedyPack(eps []*episode, blockSize int, pad uint32) []*pack {
 	var out []*pack
 	var cur *pack

@@ -9,7 +9,7 @@
 // crash; a multi-shard split puts every shard in shard_NNNNN (MyPT's first
 // shard lands at the split root, where its loader ignores it); the output
 // directory appears atomically; episodes without supervised tokens are
-// reported.
+// reported. The MyPT behaviours are stated in docs/MYPT.md §1-§9.
 package prepare
 
 import (

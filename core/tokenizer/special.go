@@ -9,7 +9,8 @@ const BaseVocabSize = 50257
 const DefaultVocabSize = 50304
 
 // Pinned ids of MyPT's special tokens (core/special_tokens.py,
-// SPECIAL_TOKEN_IDS). They never change: checkpoints depend on them.
+// SPECIAL_TOKEN_IDS; docs/MYPT.md §3). They never change: checkpoints
+// depend on them.
 const (
 	SystemOpen            uint32 = 50257
 	SystemClose           uint32 = 50258

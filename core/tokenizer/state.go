@@ -11,7 +11,8 @@ import (
 )
 
 // State is MyPT's serialized tokenizer (Tokenizer.get_state()), stored as
-// tokenizer_state.json in a dataset and tokenizer.json in a checkpoint.
+// tokenizer_state.json in a dataset and tokenizer.json in a checkpoint
+// (docs/MYPT.md §4).
 type State struct {
 	TokenKind      Kind     `json:"token_kind"`
 	Chars          []string `json:"chars"`

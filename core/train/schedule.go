@@ -2,8 +2,9 @@ package train
 
 import "math"
 
-// Schedule is MyPT's learning-rate schedule: linear warmup to the peak over
-// warmup steps, then cosine decay to min_lr = ratio·peak at max_iters.
+// Schedule is MyPT's learning-rate schedule (docs/MYPT.md §15): linear warmup
+// to the peak over warmup steps, then cosine decay to min_lr = ratio·peak at
+// max_iters.
 type Schedule struct {
 	Peak     float64
 	MinRatio float64

@@ -420,7 +420,8 @@ func (r *Run) step(ctx context.Context, batches []*dataset.Batch, lr float64, st
 	// Global normalisation divides every micro-batch's Σ weight·CE by the
 	// supervised weight of the whole accumulated batch, so each supervised
 	// token counts the same however the tokens fall across micro-batches.
-	// MyPT instead averages the micro-batches' own means ("mypt").
+	// MyPT instead averages the micro-batches' own means ("mypt"; docs/MYPT.md
+	// §13 loss).
 	var total float64
 	for _, b := range batches {
 		total += weightSum(b.Weights)

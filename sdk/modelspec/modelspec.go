@@ -221,8 +221,8 @@ type Tensor struct {
 // generated from it. With tied weights lm_head.weight is not a separate tensor.
 // LayerNorm always has a bias (MyPT's nn.LayerNorm); Bias switches only the attention
 // qkv/proj biases; the GELU MLP's biases are always present; lm_head.bias is present
-// unless LMHeadBias is off. With grouped-query attention the qkv projection has
-// NEmbd + 2·KVDim output rows.
+// unless LMHeadBias is off (MyPT always has it: docs/MYPT.md §11). With grouped-query
+// attention the qkv projection has NEmbd + 2·KVDim output rows.
 func (a Arch) Tensors() []Tensor {
 	var d []Tensor
 	add := func(name string, shape ...int) {

@@ -2,7 +2,7 @@
 """Writes tiny MyPT checkpoint directories for core/myptckpt's tests.
 
 Each fixture directory holds what MyPT's save_checkpoint_bundle writes
-(mypt-behaviour.md §6): model.pt saved with torch.save exactly as MyPT does
+(docs/MYPT.md §17): model.pt saved with torch.save exactly as MyPT does
 (the dict form {"state_dict", "checkpoint_dtype", "model_dtype"} or, for one
 fixture, a raw model.state_dict() OrderedDict), config.json = asdict(GPTConfig)
 with all 26 fields, a char tokenizer.json and training_state.json.
@@ -14,7 +14,7 @@ Beside each model.pt the script writes, independently of any Go code:
   expected.bin   every tensor's stored values widened to float32,
                  little-endian, concatenated in the order of expected.json
 
-The model below re-states MyPT's core/model.py architecture (§4.2): pre-norm
+The model below re-states MyPT's core/model.py architecture (docs/MYPT.md §11): pre-norm
 blocks, fused qkv split q|k|v by rows, LayerNorm(eps 1e-5) or RMSNorm
 (x*rsqrt(mean(x^2)+1e-6)*w), exact-erf GELU MLP or SwiGLU
 (hidden = ceil64(int(8C/3))), learned positions or split-half RoPE with

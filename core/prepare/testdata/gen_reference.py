@@ -3,7 +3,7 @@
 
 MyPT's own scripts/sft/prepare_chat_sft.py (which needs torch and tiktoken)
 cannot run here, so this script re-implements the behaviour documented in
-shared/reference/mypt-behaviour.md §1 with the same building blocks MyPT
+docs/MYPT.md §1-§9 with the same building blocks MyPT
 uses: numpy's RandomState for the val split, CPython's random.shuffle for
 the pack shuffle, numpy's tofile for the arrays, and OpenAI's tiktoken
 (npm package, WASM build of the Rust library) for the token ids. It writes
@@ -186,7 +186,7 @@ def write_inputs():
 
 
 # --------------------------------------------------------------------------
-# MyPT's behaviour (mypt-behaviour.md §1)
+# MyPT's behaviour (docs/MYPT.md §1-§9)
 # --------------------------------------------------------------------------
 
 def load_jsonl(path):

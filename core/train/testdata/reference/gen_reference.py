@@ -11,7 +11,7 @@ Writes, next to this script:
                          rates and pre-clip gradient norms, and val losses
 
 and trains each case in float64 with its own implementation of the loop,
-written from MyPT's semantics (mypt-behaviour.md §3-§4 and issue 5), not
+written from MyPT's semantics (docs/MYPT.md §10 and §13-§16, and issue 5), not
 from the Go code:
   * epoch-mode sampler: the order of epoch e is
     numpy RandomState(epoch_seed + e).permutation(n) over the episodes with
