@@ -146,9 +146,16 @@ func NormTypes() []pb.NormType {
 }
 
 // Spec returns the ModelSpec that describes a (the inverse of Validate for a valid
-// Arch; HeadDim is derived, not sent) with its parameter list: Tensors in order, F32,
-// weight decay where decay says so (nil: none).
+// Arch) with its parameter list: Tensors in order, F32, weight decay where decay says so
+// (nil: none). The derived fields need not be set: HeadDim is NEmbd/NHead, and NKVHead 0
+// means NHead.
 func (a Arch) Spec(decay func(Tensor) bool) *pb.ModelSpec {
+	if a.NHead > 0 {
+		a.HeadDim = a.NEmbd / a.NHead
+	}
+	if a.NKVHead == 0 {
+		a.NKVHead = a.NHead
+	}
 	m := &pb.ModelSpec{VocabSize: uint32(a.VocabSize), BlockSize: uint32(a.BlockSize), NLayer: uint32(a.NLayer),
 		NHead: uint32(a.NHead), NEmbd: uint32(a.NEmbd), MlpHidden: uint32(a.MLPHidden), Bias: a.Bias,
 		TieWeights: a.TieWeights, NoLmHeadBias: !a.LMHeadBias, RopeTheta: a.RopeTheta, RopeScale: a.RopeScale,
