@@ -66,13 +66,20 @@ func GreedyFullForward(ctx context.Context, b sdk.Backend, prompt []int32, maxNe
 	var out []int32
 	for len(out) < maxNew && len(seq) <= blockSize {
 		t := len(seq)
-		resp, err := b.Evaluate(ctx, &pb.EvaluateRequest{ReturnLogits: true, Batch: &pb.Batch{
-			BatchSize: 1, SeqLen: uint32(t), Tokens: seq, Targets: make([]int32, t), LossWeights: make([]float32, t),
-		}})
+		// Only the last row is read: ask for it alone (logit_positions), so B·T·V
+		// logits never cross the wire; a backend older than the field returns them all.
+		resp, err := b.Evaluate(ctx, &pb.EvaluateRequest{ReturnLogits: true, LogitPositions: []uint32{uint32(t - 1)},
+			Batch: &pb.Batch{BatchSize: 1, SeqLen: uint32(t), Tokens: seq, Targets: make([]int32, t), LossWeights: make([]float32, t)}})
 		if err != nil {
 			return out, err
 		}
-		last := resp.GetLogits()[(t-1)*vocab : t*vocab]
+		last := resp.GetLogits()
+		if len(last) == t*vocab {
+			last = last[(t-1)*vocab:]
+		}
+		if len(last) != vocab {
+			return out, fmt.Errorf("evaluate returned %d logits for the last of %d positions, want %d", len(resp.GetLogits()), t, vocab)
+		}
 		id := argmax(last)
 		out = append(out, id)
 		seq = append(seq, id)
