@@ -50,14 +50,20 @@ type Result struct {
 // error naming the MyPT settings no Hugging Face class has.
 func Arch(s model.Spec) (string, error) {
 	switch {
-	case s.PosEncoding == "learned" && s.MLPType == "gelu" && s.NormType == "layernorm":
+	case s.LearnedPos && !s.SwiGLU && s.LayerNorm:
 		return "GPT2LMHeadModel", nil
-	case s.PosEncoding == "rope" && s.MLPType == "swiglu" && s.NormType == "rmsnorm":
+	case !s.LearnedPos && s.SwiGLU && !s.LayerNorm:
 		return "LlamaForCausalLM", nil
+	}
+	pick := func(on bool, yes, no string) string {
+		if on {
+			return yes
+		}
+		return no
 	}
 	return "", fmt.Errorf("no Hugging Face architecture for pos_encoding=%s, mlp_type=%s, norm_type=%s: "+
 		"GPT2LMHeadModel needs learned/gelu/layernorm and LlamaForCausalLM rope/swiglu/rmsnorm",
-		s.PosEncoding, s.MLPType, s.NormType)
+		pick(s.LearnedPos, "learned", "rope"), pick(s.SwiGLU, "swiglu", "gelu"), pick(s.LayerNorm, "layernorm", "rmsnorm"))
 }
 
 // HF exports the checkpoint in ckptDir (a checkpoint or a run directory

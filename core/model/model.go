@@ -1,11 +1,11 @@
-// Package model describes the network the core trains, independent of any
-// backend: every parameter's MyPT state_dict name and shape, which ones get
-// weight decay, the parameter count, and the deterministic initialisation
-// that makes every backend start from the same weights, bit for bit.
+// Package model is the network the core trains, on the model contract of sdk/modelspec:
+// the architecture a config describes (a modelspec.Arch, whose Tensors are MyPT's
+// state_dict names and shapes) and what the core decides for each tensor — which ones
+// get weight decay, which are frozen, and the deterministic initialisation that makes
+// every backend start from the same weights, bit for bit.
 package model
 
 import (
-	"fmt"
 	"hash/fnv"
 	"io"
 	"math"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/mypt/mypt/core/config"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/modelspec"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -48,13 +49,11 @@ func (p Param) Numel() int64 {
 	return n
 }
 
-// Spec is a model architecture with its parameter list.
+// Spec is a model architecture with its parameter list: every tensor of Arch.Tensors, in
+// that order, with the core's decisions about it.
 type Spec struct {
-	VocabSize, BlockSize, NLayer, NHead, NEmbd, MLPHidden int
-	PosEncoding, MLPType, NormType                        string
-	Bias, TieWeights, SegmentPositionReset                bool
-	RopeTheta, RopeScale, NormEps, Dropout, NeftuneAlpha  float64
-	Params                                                []Param
+	modelspec.Arch
+	Params []Param
 }
 
 // MLPHidden returns the feed-forward width: 4·C for GELU, and for SwiGLU
@@ -67,84 +66,61 @@ func MLPHidden(mlpType string, nEmbd int) int {
 	return 4 * nEmbd
 }
 
-// NewSpec derives the architecture and parameter list from a config
-// (docs/MYPT.md §11 model architecture, §12 initialisation).
+// ArchOf is the architecture a config describes: MyPT's model (docs/MYPT.md §11), whose
+// norms use eps 1e-5 (LayerNorm) or 1e-6 (RMSNorm) and whose lm_head has a bias.
+func ArchOf(cfg config.Config) modelspec.Arch {
+	a := modelspec.Arch{
+		VocabSize: cfg.VocabSize, BlockSize: cfg.BlockSize, NLayer: cfg.NLayer, NHead: cfg.NHead, NKVHead: cfg.NHead,
+		NEmbd: cfg.NEmbd, MLPHidden: MLPHidden(cfg.MLPType, cfg.NEmbd),
+		LearnedPos: cfg.PosEncoding != "rope", LayerNorm: cfg.NormType != "rmsnorm", SwiGLU: cfg.MLPType == "swiglu",
+		Bias: cfg.Bias, TieWeights: cfg.TieWeights, LMHeadBias: true, SegmentPositionReset: cfg.SegmentPositionReset,
+		RopeTheta: cfg.RopeTheta, RopeScale: cfg.RopeScale, NormEps: 1e-5, Dropout: cfg.Dropout, NeftuneAlpha: cfg.NeftuneAlpha,
+	}
+	if a.NHead > 0 {
+		a.HeadDim = a.NEmbd / a.NHead
+	}
+	if !a.LayerNorm {
+		a.NormEps = 1e-6
+	}
+	return a
+}
+
+// NewSpec derives the architecture and parameter list from a config.
 func NewSpec(cfg config.Config) Spec {
-	c, v, l := int64(cfg.NEmbd), int64(cfg.VocabSize), cfg.NLayer
-	s := Spec{
-		VocabSize: cfg.VocabSize, BlockSize: cfg.BlockSize, NLayer: l, NHead: cfg.NHead, NEmbd: cfg.NEmbd,
-		MLPHidden: MLPHidden(cfg.MLPType, cfg.NEmbd), PosEncoding: cfg.PosEncoding, MLPType: cfg.MLPType,
-		NormType: cfg.NormType, Bias: cfg.Bias, TieWeights: cfg.TieWeights,
-		SegmentPositionReset: cfg.SegmentPositionReset, RopeTheta: cfg.RopeTheta, RopeScale: cfg.RopeScale,
-		Dropout: cfg.Dropout, NeftuneAlpha: cfg.NeftuneAlpha, NormEps: 1e-5,
-	}
-	if cfg.NormType == "rmsnorm" {
-		s.NormEps = 1e-6
-	}
-	h := int64(s.MLPHidden)
+	return SpecOf(ArchOf(cfg))
+}
+
+// SpecOf gives every tensor of a its MyPT initialisation and weight-decay group:
+// biases start at zero, norm weights at one, every matrix N(0, 0.02) — except the
+// projections that write into the residual stream, N(0, 0.02/√(2·n_layer)) as GPT-2
+// does. MyPT means to scale those too but matches "attn.proj.weight", which its
+// attention module (named "sa") never has (docs/MYPT.md §12); mypt scales sa.proj as well.
+func SpecOf(a modelspec.Arch) Spec {
 	const std = 0.02
-	// GPT-2's scaled init for the projections that write into the residual
-	// stream. MyPT means to do this but matches "attn.proj.weight", which its
-	// attention module (named "sa") never has; we scale sa.proj too.
-	residualStd := std / math.Sqrt(2*float64(l))
-
-	weight := func(name string, shape ...int64) Param {
-		return Param{Name: name, Shape: shape, Init: InitNormal, Std: std}
-	}
-	zeros := func(name string, n int64) Param { return Param{Name: name, Shape: []int64{n}, Init: InitZeros} }
-	ones := func(name string, n int64) Param { return Param{Name: name, Shape: []int64{n}, Init: InitOnes} }
-	norm := func(prefix string) []Param {
-		if cfg.NormType == "rmsnorm" {
-			return []Param{ones(prefix+".weight", c)}
+	residualStd := std / math.Sqrt(2*float64(a.NLayer))
+	s := Spec{Arch: a}
+	for _, t := range a.Tensors() {
+		p := Param{Name: t.Name, Shape: t.Shape}
+		switch {
+		case strings.HasSuffix(t.Name, ".bias"):
+			p.Init = InitZeros
+		case len(t.Shape) == 1: // norm weights
+			p.Init = InitOnes
+		default:
+			p.Init, p.Std = InitNormal, std
+			if strings.HasSuffix(t.Name, "sa.proj.weight") || strings.HasSuffix(t.Name, "fwd.w_down.weight") ||
+				strings.HasSuffix(t.Name, "fwd.net.2.weight") {
+				p.Std = residualStd
+			}
 		}
-		return []Param{ones(prefix+".weight", c), zeros(prefix+".bias", c)} // LayerNorm always has a bias
+		p.Decay = decays(p)
+		s.Params = append(s.Params, p)
 	}
-
-	ps := []Param{weight("token_embedding_table.weight", v, c)}
-	if cfg.PosEncoding == "learned" {
-		ps = append(ps, weight("position_embedding_table.weight", int64(cfg.BlockSize), c))
-	}
-	for i := range l {
-		b := fmt.Sprintf("blocks.%d.", i)
-		ps = append(ps, weight(b+"sa.qkv.weight", 3*c, c))
-		if cfg.Bias {
-			ps = append(ps, zeros(b+"sa.qkv.bias", 3*c))
-		}
-		proj := weight(b+"sa.proj.weight", c, c)
-		proj.Std = residualStd
-		ps = append(ps, proj)
-		if cfg.Bias {
-			ps = append(ps, zeros(b+"sa.proj.bias", c))
-		}
-		if cfg.MLPType == "swiglu" {
-			down := weight(b+"fwd.w_down.weight", c, h)
-			down.Std = residualStd
-			ps = append(ps, weight(b+"fwd.w_gate.weight", h, c), weight(b+"fwd.w_up.weight", h, c), down)
-		} else {
-			out := weight(b+"fwd.net.2.weight", c, h)
-			out.Std = residualStd
-			// The GELU MLP's linears always have biases (MyPT ignores `bias` there).
-			ps = append(ps, weight(b+"fwd.net.0.weight", h, c), zeros(b+"fwd.net.0.bias", h), out, zeros(b+"fwd.net.2.bias", c))
-		}
-		ps = append(ps, norm(b+"ln1")...)
-		ps = append(ps, norm(b+"ln2")...)
-	}
-	ps = append(ps, norm("ln_f")...)
-	if !cfg.TieWeights {
-		ps = append(ps, weight("lm_head.weight", v, c))
-	}
-	ps = append(ps, zeros("lm_head.bias", v)) // lm_head always has a bias in MyPT
-
-	for i := range ps {
-		ps[i].Decay = decays(ps[i])
-	}
-	s.Params = ps
 	return s
 }
 
-// decays is MyPT's grouping (docs/MYPT.md §14): no decay for 1-D tensors
-// (biases, norms) or names containing "embedding" or "ln"; decay for
-// everything else.
+// decays is MyPT's grouping: no decay for 1-D tensors (biases, norms) or
+// names containing "embedding" or "ln"; decay for everything else.
 func decays(p Param) bool {
 	if len(p.Shape) == 1 {
 		return false
@@ -205,25 +181,8 @@ func (s Spec) FrozenParams() int64 {
 
 // Proto returns the ModelSpec sent to backends.
 func (s Spec) Proto() *pb.ModelSpec {
-	m := &pb.ModelSpec{
-		VocabSize: uint32(s.VocabSize), BlockSize: uint32(s.BlockSize), NLayer: uint32(s.NLayer),
-		NHead: uint32(s.NHead), NEmbd: uint32(s.NEmbd), MlpHidden: uint32(s.MLPHidden),
-		Bias: s.Bias, TieWeights: s.TieWeights, RopeTheta: s.RopeTheta, RopeScale: s.RopeScale,
-		NormEps: s.NormEps, Dropout: s.Dropout, NeftuneAlpha: s.NeftuneAlpha,
-		SegmentPositionReset: s.SegmentPositionReset,
-		PosEncoding:          pb.PosEncoding_POS_ENCODING_LEARNED,
-		MlpType:              pb.MLPType_MLP_TYPE_GELU,
-		NormType:             pb.NormType_NORM_TYPE_LAYERNORM,
-	}
-	if s.PosEncoding == "rope" {
-		m.PosEncoding = pb.PosEncoding_POS_ENCODING_ROPE
-	}
-	if s.MLPType == "swiglu" {
-		m.MlpType = pb.MLPType_MLP_TYPE_SWIGLU
-	}
-	if s.NormType == "rmsnorm" {
-		m.NormType = pb.NormType_NORM_TYPE_RMSNORM
-	}
+	m := s.Arch.Spec(nil)
+	m.Params = m.Params[:0]
 	for _, p := range s.Params {
 		m.Params = append(m.Params, &pb.ParamSpec{Name: p.Name, Shape: p.Shape, Dtype: pb.DType_DTYPE_F32, WeightDecay: p.Decay, Frozen: p.Frozen})
 	}

@@ -222,14 +222,15 @@ type Tensor struct {
 	Shape []int64
 }
 
-// Tensors lists the parameters of the architecture with MyPT's state_dict names (each
-// block's norms first here; NewLayout matches the host's list by name, in the host's
-// order). This is the model contract's table of names and shapes; docs/ARCH.md is
-// generated from it. With tied weights lm_head.weight is not a separate tensor.
-// LayerNorm always has a bias (MyPT's nn.LayerNorm); Bias switches only the attention
-// qkv/proj biases; the GELU MLP's biases are always present; lm_head.bias is present
-// unless LMHeadBias is off (MyPT always has it: docs/MYPT.md §11). With grouped-query
-// attention the qkv projection has NEmbd + 2·KVDim output rows.
+// Tensors lists the parameters of the architecture with MyPT's state_dict names, in
+// MyPT's registration order (per block: attention, MLP, then the two norms). This is the
+// model contract's table of names and shapes; docs/ARCH.md is generated from it. The
+// host may list them in any order (NewLayout matches by name). With tied weights
+// lm_head.weight is not a separate tensor. LayerNorm always has a bias (MyPT's
+// nn.LayerNorm); Bias switches only the attention qkv/proj biases; the GELU MLP's biases
+// are always present; lm_head.bias is present unless LMHeadBias is off (MyPT always has
+// it: docs/MYPT.md §11). With grouped-query attention the qkv projection has
+// NEmbd + 2·KVDim output rows.
 func (a Arch) Tensors() []Tensor {
 	var d []Tensor
 	add := func(name string, shape ...int) {
@@ -252,7 +253,6 @@ func (a Arch) Tensors() []Tensor {
 	}
 	for l := 0; l < a.NLayer; l++ {
 		p := fmt.Sprintf("blocks.%d.", l)
-		norm(p + "ln1")
 		add(p+"sa.qkv.weight", a.QKVDim(), C)
 		if a.Bias {
 			add(p+"sa.qkv.bias", a.QKVDim())
@@ -261,7 +261,6 @@ func (a Arch) Tensors() []Tensor {
 		if a.Bias {
 			add(p+"sa.proj.bias", C)
 		}
-		norm(p + "ln2")
 		if a.SwiGLU {
 			add(p+"fwd.w_gate.weight", H, C)
 			add(p+"fwd.w_up.weight", H, C)
@@ -272,6 +271,8 @@ func (a Arch) Tensors() []Tensor {
 			add(p+"fwd.net.2.weight", C, H)
 			add(p+"fwd.net.2.bias", C)
 		}
+		norm(p + "ln1")
+		norm(p + "ln2")
 	}
 	norm("ln_f")
 	if !a.TieWeights {
