@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,24 +13,29 @@ import (
 	"github.com/mypt/mypt/backends/internal/goldentest"
 	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/backendkit"
+	"github.com/mypt/mypt/sdk/modelspec"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 	"github.com/mypt/mypt/sdk/sdktesting"
 )
 
-// randomSetup configures b like golden case g but with random weights (seeded) and returns
-// a random batch of bsz×seq tokens (packed with segments when the case is packed).
-func randomSetup(t *testing.T, b sdk.Backend, g *golden.Case, seed uint64, dropout float64) {
+// randomSetup configures b like golden case g (its spec changed by edit) but with random
+// weights (seeded).
+func randomSetup(t *testing.T, b sdk.Backend, g *golden.Case, seed uint64, dropout float64, edit ...func(*pb.ModelSpec)) {
 	t.Helper()
 	ctx := context.Background()
 	spec := g.Spec()
 	spec.Dropout = dropout
+	for _, e := range edit {
+		e(spec)
+	}
 	if _, err := b.Configure(ctx, &pb.ConfigureRequest{Model: spec,
 		Optimizer: &pb.OptimizerSpec{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8}}); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
 	rng := rand.New(rand.NewPCG(seed, 1))
 	var ts []*sdk.Tensor
-	for _, p := range g.Model.Params {
+	for _, p := range spec.Params {
 		n := 1
 		for _, d := range p.Shape {
 			n *= int(d)
@@ -295,11 +301,11 @@ func TestSlicePathForward(t *testing.T) {
 		t.Run(g.Case, func(t *testing.T) {
 			logits := func(slices bool) (eval, prefill []float32) {
 				b := New(Options{})
+				if slices {
+					b.Engine().(*engine).sliceAlways = true // sessions built from now on
+				}
 				x := sdktesting.Connect(t, b)
 				randomSetup(t, x, g, 11, 0)
-				if slices {
-					b.session.net.noPad = false // before the first call compiles the programs
-				}
 				bt := randomBatch(g, 2, 9, 12)
 				ev, err := x.Evaluate(ctx, &pb.EvaluateRequest{Batch: bt, ReturnLogits: true})
 				if err != nil {
@@ -317,4 +323,130 @@ func TestSlicePathForward(t *testing.T) {
 			goldentest.AssertClose(t, "prefill logits", slicePrefill, oneHotPrefill, 1e-6, 1e-5)
 		})
 	}
+}
+
+// TestLMHeadWithoutBias: with no_lm_head_bias (no lm_head.bias tensor) logits, loss and
+// gradients match the CPU backend's, tied and untied; logit_positions pick those rows of
+// the full logits, in the order asked.
+func TestLMHeadWithoutBias(t *testing.T) {
+	ctx := context.Background()
+	noBias := func(s *pb.ModelSpec) {
+		s.NoLmHeadBias = true
+		s.Params = slices.DeleteFunc(s.Params, func(p *pb.ParamSpec) bool { return p.Name == "lm_head.bias" })
+	}
+	for _, g := range goldentest.Cases(t) {
+		if g.Case != "llama_tied" && g.Case != "gpt2_untied_bias" {
+			continue
+		}
+		t.Run(g.Case, func(t *testing.T) {
+			ref := cpu.New(cpu.Options{Threads: 1})
+			x := sdktesting.Connect(t, New(Options{}))
+			randomSetup(t, ref, g, 9, 0, noBias)
+			randomSetup(t, x, g, 9, 0, noBias)
+			bt := randomBatch(g, 3, 9, 13)
+			er, err := ref.Evaluate(ctx, &pb.EvaluateRequest{Batch: bt, ReturnLogits: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ex, err := x.Evaluate(ctx, &pb.EvaluateRequest{Batch: bt, ReturnLogits: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			goldentest.AssertClose(t, "logits", ex.Logits, er.Logits, 1e-5, 1e-4)
+			V := int(g.Model.VocabSize)
+			rows := []uint32{20, 0, 7, 7}
+			ep, err := x.Evaluate(ctx, &pb.EvaluateRequest{Batch: bt, ReturnLogits: true, LogitPositions: rows})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ep.Logits) != len(rows)*V {
+				t.Fatalf("%d logits for %d positions, want %d", len(ep.Logits), len(rows), len(rows)*V)
+			}
+			for i, r := range rows {
+				goldentest.AssertClose(t, "logit_positions row", ep.Logits[i*V:(i+1)*V], ex.Logits[int(r)*V:(int(r)+1)*V], 0, 0)
+			}
+			fr, err := ref.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: bt, GradScale: 0.05})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fx, err := x.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: bt, GradScale: 0.05})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if goldentest.RelErr(fx.LossSum, fr.LossSum) > 1e-5 {
+				t.Errorf("loss_sum %v, cpu %v", fx.LossSum, fr.LossSum)
+			}
+			gr, gx := goldentest.State(t, ref, pb.TensorRole_TENSOR_ROLE_GRAD), goldentest.State(t, x, pb.TensorRole_TENSOR_ROLE_GRAD)
+			if len(gx) != len(g.Model.Params)-1 || len(gx) != len(gr) {
+				t.Errorf("%d gradient tensors, cpu %d, want %d", len(gx), len(gr), len(g.Model.Params)-1)
+			}
+			for _, p := range g.Model.Params {
+				if k := "TENSOR_ROLE_GRAD/" + p.Name; p.Name != "lm_head.bias" {
+					goldentest.AssertClose(t, "grad "+p.Name, gx[k], gr[k], 1e-6, 2e-3)
+				}
+			}
+		})
+	}
+}
+
+// TestKVCacheExtendSeveral: an Extend of several tokens after the prefill (the kit sends
+// one per Decode; a cache must take more) gives the full forward's logits at each of them.
+func TestKVCacheExtendSeveral(t *testing.T) {
+	ctx := context.Background()
+	g := goldentest.Cases(t)[0]
+	spec := g.Spec()
+	a, err := modelspec.Validate(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lay, err := modelspec.NewLayout(a, spec.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := New(Options{}).Engine()
+	if _, err := e.Describe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ses, err := e.NewSession(ctx, backendkit.SessionConfig{Arch: a, Layout: lay, Compute: pb.DType_DTYPE_F32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ses.Close()
+	rng := rand.New(rand.NewPCG(4, 1))
+	for i, p := range lay.Params {
+		v := make([]float32, p.Size)
+		for j := range v {
+			v[j] = float32(rng.NormFloat64() * 0.2)
+		}
+		if err := ses.Load(pb.TensorRole_TENSOR_ROLE_PARAM, i, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const T, P = 8, 3
+	bt := randomBatch(g, 1, T, 6)
+	b := &backendkit.Batch{B: 1, T: T, Tokens: bt.Tokens, Targets: bt.Targets, Weights: bt.LossWeights,
+		Positions: make([]int32, T)}
+	a.Positions(b.Positions, nil, 1, T)
+	rows := make([]int, T)
+	for i := range rows {
+		rows[i] = i
+	}
+	_, full, err := ses.Evaluate(ctx, b, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ses.(backendkit.KVSession).NewKVCache(ctx, T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	pre, err := c.Extend(ctx, bt.Tokens[:P], 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, err := c.Extend(ctx, bt.Tokens[P:], P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goldentest.AssertClose(t, "extended logits", append(pre, rest...), full, 1e-5, 1e-4)
 }

@@ -2,87 +2,88 @@ package xla
 
 import (
 	"context"
-	"fmt"
+	"errors"
 
-	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
-	"github.com/mypt/mypt/sdk"
-	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+	"github.com/mypt/mypt/sdk/backendkit"
 )
 
 // kvCache is one sequence's keys and values, per layer [1,capacity,nh,hd] engine tensors
-// (keys after RoPE), with the number of positions filled.
+// (keys after RoPE). It runs on its session's current parameters.
 type kvCache struct {
-	capacity, length int
-	kv               []*tensors.Tensor // K_0, V_0, K_1, V_1, …
+	s        *session
+	capacity int
+	kv       []*tensors.Tensor // K_0, V_0, K_1, V_1, …; nil before the prefill
 }
 
-func (c *kvCache) free() { freeAll(c.kv) }
-
-// rngState turns a request's dropout_seed into the RNG state of GoMLX's RandomUniform.
-func rngState(seed uint64) (*tensors.Tensor, error) {
-	t, err := graph.RNGStateFromSeed(int64(seed))
-	if err != nil {
-		return nil, fmt.Errorf("dropout rng state: %w", err)
-	}
-	return t, nil
+// NewKVCache implements backendkit.KVSession. Nothing is allocated until the prefill,
+// whose program fills the whole cache.
+func (s *session) NewKVCache(_ context.Context, capacity int) (backendkit.KVCache, error) {
+	return &kvCache{s: s, capacity: capacity}, nil
 }
 
-// Prefill creates a KV cache for one sequence, runs the prompt through it and returns the
-// next-token logits.
-func (b *Backend) Prefill(_ context.Context, req *pb.PrefillRequest) (*pb.PrefillResponse, error) {
-	s, err := b.lockSession()
+// Release implements backendkit.KVCache.
+func (c *kvCache) Release() {
+	freeAll(c.kv)
+	c.kv = nil
+}
+
+// Extend implements backendkit.KVCache: the prefill program over the whole prompt at
+// start 0, the decode program once per token after that.
+func (c *kvCache) Extend(_ context.Context, tokens []int32, start int) ([]float32, error) {
+	if start == 0 {
+		return c.prefill(tokens)
+	}
+	if c.kv == nil {
+		return nil, errors.New("kv cache: decode before prefill")
+	}
+	logits := make([]float32, 0, len(tokens)*c.s.net.a.VocabSize)
+	for i, tok := range tokens {
+		l, err := c.decode(tok, start+i)
+		if err != nil {
+			return nil, err
+		}
+		logits = append(logits, l...)
+	}
+	return logits, nil
+}
+
+// prefill runs tokens at positions 0… through the prefill program for the cache's
+// capacity, which returns every position's logits and the filled cache.
+func (c *kvCache) prefill(tokens []int32) ([]float32, error) {
+	s := c.s
+	e, err := s.prog.prefill(c.capacity)
 	if err != nil {
 		return nil, err
 	}
-	defer b.mu.Unlock()
-	capacity, err := sdk.PrefillCapacity(req, s.a.BlockSize)
-	if err != nil {
-		return nil, err
+	P := len(tokens)
+	pos := make([]int32, P)
+	for i := range pos {
+		pos[i] = int32(i)
 	}
-	P := len(req.Tokens)
-	if err := sdk.ValidateTokens("tokens", req.Tokens, s.a.VocabSize); err != nil {
-		return nil, err
-	}
-	e, err := s.prog.prefill(capacity)
-	if err != nil {
-		return nil, err
-	}
-	in := append([]*tensors.Tensor{tensors.FromFlatDataAndDimensions(req.Tokens, 1, P)}, s.prog.batchInputs(1, P, nil)...)
+	in := append([]*tensors.Tensor{tensors.FromFlatDataAndDimensions(tokens, 1, P)},
+		s.prog.batchInputs(pos, nil, 1, P)...)
 	defer freeAll(in)
 	logits, kv, err := runAndRead(e, appendArgs(s.stateArgs(roleParam), in...), "prefill logits")
 	if err != nil {
 		return nil, err
 	}
-	if !req.AllLogits {
-		logits = logits[(P-1)*s.a.VocabSize:]
-	}
-	h := s.caches.Add(&kvCache{capacity: capacity, length: P, kv: kv})
-	return &pb.PrefillResponse{CacheHandle: h, Logits: logits}, nil
+	c.Release()
+	c.kv = kv
+	return logits, nil
 }
 
-// Decode appends one token to a cache and returns the next-token logits.
-func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeResponse, error) {
-	s, err := b.lockSession()
-	if err != nil {
-		return nil, err
-	}
-	defer b.mu.Unlock()
-	c, err := s.caches.Get(req.CacheHandle)
-	if err != nil {
-		return nil, err
-	}
-	if err := sdk.ValidateDecode(req, s.a.VocabSize, c.length, c.capacity); err != nil {
-		return nil, err
-	}
-	at := c.length
+// decode runs one token at position at through the decode program, which writes its keys
+// and values into the cache and attends over positions ≤ at.
+func (c *kvCache) decode(token int32, at int) ([]float32, error) {
+	s := c.s
 	bias := make([]float32, c.capacity)
 	for j := at + 1; j < c.capacity; j++ {
 		bias[j] = maskedScore
 	}
 	// decodeGraph's inputs after the parameters and the cache: token, positions…, bias, at.
-	in := []*tensors.Tensor{tensors.FromFlatDataAndDimensions([]int32{req.Token}, 1, 1)}
+	in := []*tensors.Tensor{tensors.FromFlatDataAndDimensions([]int32{token}, 1, 1)}
 	in = append(in, s.prog.positionTensors([]int32{int32(at)}, 1, 1)...)
 	in = append(in, tensors.FromFlatDataAndDimensions(bias, 1, 1, c.capacity), tensors.FromScalar(int32(at)))
 	defer freeAll(in)
@@ -90,23 +91,7 @@ func (b *Backend) Decode(_ context.Context, req *pb.DecodeRequest) (*pb.DecodeRe
 	if err != nil {
 		return nil, err
 	}
-	c.free()
+	c.Release()
 	c.kv = kv
-	c.length++
-	return &pb.DecodeResponse{Logits: logits, Length: uint32(c.length)}, nil
-}
-
-// ReleaseCache frees a KV cache.
-func (b *Backend) ReleaseCache(_ context.Context, req *pb.ReleaseCacheRequest) (*pb.ReleaseCacheResponse, error) {
-	s, err := b.lockSession()
-	if err != nil {
-		return nil, err
-	}
-	defer b.mu.Unlock()
-	c, err := s.caches.Remove(req.CacheHandle)
-	if err != nil {
-		return nil, err
-	}
-	c.free()
-	return &pb.ReleaseCacheResponse{}, nil
+	return logits, nil
 }

@@ -354,15 +354,11 @@ func (pr *programs) positionTensors(pos []int32, b, t int) []*tensors.Tensor {
 }
 
 // batchInputs returns the host-computed inputs of a forward pass over a [b,t] batch, in the
-// programs' order: the position inputs (positions restart at segment changes when
-// segment_position_reset), then the segment ids [b,t] (all 0 when the batch is not packed),
-// from which the graph builds the attention mask (attentionBias).
-func (pr *programs) batchInputs(b, t int, segs []int32) []*tensors.Tensor {
-	if len(segs) == 0 {
-		segs = nil
-	}
-	pos := make([]int32, b*t)
-	pr.n.a.Positions(pos, segs, b, t)
+// programs' order: the position inputs for positions pos [b·t] (restarting in every segment
+// when the model resets positions; the kit computes them), then the segment ids [b,t] (all
+// 0 when segs is nil: the batch is not packed), from which the graph builds the attention
+// mask (attentionBias).
+func (pr *programs) batchInputs(pos, segs []int32, b, t int) []*tensors.Tensor {
 	if segs == nil {
 		segs = make([]int32, b*t)
 	}

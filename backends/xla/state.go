@@ -13,6 +13,20 @@ import (
 // tensor per parameter.
 var _ paramstate.Store = (*session)(nil)
 
+func roleIndex(r pb.TensorRole) int {
+	switch r {
+	case pb.TensorRole_TENSOR_ROLE_PARAM:
+		return roleParam
+	case pb.TensorRole_TENSOR_ROLE_GRAD:
+		return roleGrad
+	case pb.TensorRole_TENSOR_ROLE_ADAM_M:
+		return roleM
+	case pb.TensorRole_TENSOR_ROLE_ADAM_V:
+		return roleV
+	}
+	return -1
+}
+
 func (s *session) Has(role pb.TensorRole) bool { return roleIndex(role) >= 0 }
 
 func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
