@@ -27,7 +27,8 @@
 // gets UNIMPLEMENTED).
 //
 // Parameters and optimizer state are float64 here; the state streams carry float32, so
-// GetState rounds and SetState widens.
+// GetState rounds and SetState widens (a run resumed from a checkpoint continues from the
+// rounded values).
 package gpt
 
 import (
