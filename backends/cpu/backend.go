@@ -13,6 +13,7 @@ import (
 
 	"github.com/mypt/mypt/backends/cpu/gemm"
 	"github.com/mypt/mypt/sdk/backendkit"
+	"github.com/mypt/mypt/sdk/paramstate"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -46,14 +47,10 @@ func (e engine) Describe(context.Context) (backendkit.Description, error) {
 		Name: "cpu", Version: Version, Engine: "pure-go gemm " + kernel,
 		Devices:       []*pb.Device{{Kind: "cpu", Name: runtime.GOARCH, Cores: uint32(e.threads)}},
 		ComputeDTypes: []pb.DType{pb.DType_DTYPE_F32},
-		Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
-			pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
-			pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_FROZEN_PARAMS,
-			pb.Feature_FEATURE_LM_HEAD_WITHOUT_BIAS,
-			// Work is split by sizes and the fixed thread count only, and every
-			// reduction runs in a fixed order, so results are bit-identical
-			// run to run (for the same thread count).
-			pb.Feature_FEATURE_DETERMINISTIC},
+		// Work is split by sizes and the fixed thread count only, and every reduction
+		// runs in a fixed order, so results are bit-identical run to run (for the same
+		// thread count): deterministic.
+		Features: append(backendkit.CompleteFeatures(), pb.Feature_FEATURE_DETERMINISTIC),
 	}, nil
 }
 
@@ -61,6 +58,7 @@ func (e engine) Describe(context.Context) (backendkit.Description, error) {
 type session struct {
 	model   *model[float32]
 	opt     optimizer
+	state   paramstate.Roles[[]float32] // the flat buffers of the state streams
 	pool    *pool
 	engine  *gemm.Engine
 	workers []*gemm.Engine
@@ -83,6 +81,7 @@ func (e engine) NewSession(_ context.Context, cfg backendkit.SessionConfig) (bac
 	if cfg.MaxBatch > 0 {
 		s.model.ensure(cfg.MaxBatch, cfg.MaxSeqLen, cfg.MaxSeqLen, cfg.Arch.Dropout > 0)
 	}
+	s.state = paramstate.Roles[[]float32]{Param: s.model.params, AdamM: s.opt.m, AdamV: s.opt.v, Grad: s.model.grads}
 	return s, nil
 }
 
@@ -96,35 +95,25 @@ func (s *session) Close() error {
 	return nil
 }
 
-// roleBuffer returns the flat buffer holding a role's tensors.
-func (s *session) roleBuffer(role pb.TensorRole) []float32 {
-	switch role {
-	case pb.TensorRole_TENSOR_ROLE_PARAM:
-		return s.model.params
-	case pb.TensorRole_TENSOR_ROLE_ADAM_M:
-		return s.opt.m
-	case pb.TensorRole_TENSOR_ROLE_ADAM_V:
-		return s.opt.v
-	case pb.TensorRole_TENSOR_ROLE_GRAD:
-		return s.model.grads
-	}
-	return nil
-}
-
 // Has implements paramstate.Store: a role's tensors are ranges of its flat buffer.
-func (s *session) Has(role pb.TensorRole) bool { return s.roleBuffer(role) != nil }
+func (s *session) Has(role pb.TensorRole) bool {
+	_, ok := s.state.Of(role)
+	return ok
+}
 
 // Load implements paramstate.Store.
 func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
 	p := s.model.lay.Params[i]
-	copy(s.roleBuffer(role)[p.Offset:p.Offset+p.Size], values)
+	buf, _ := s.state.Of(role)
+	copy(buf[p.Offset:p.Offset+p.Size], values)
 	return nil
 }
 
 // Values implements paramstate.Store.
 func (s *session) Values(role pb.TensorRole, i int) ([]float32, error) {
 	p := s.model.lay.Params[i]
-	return s.roleBuffer(role)[p.Offset : p.Offset+p.Size], nil
+	buf, _ := s.state.Of(role)
+	return buf[p.Offset : p.Offset+p.Size], nil
 }
 
 // ZeroGrads implements backendkit.Trainer.

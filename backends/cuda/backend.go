@@ -18,6 +18,7 @@ import (
 	"github.com/mypt/mypt/backends/cuda/kernels"
 	"github.com/mypt/mypt/sdk"
 	"github.com/mypt/mypt/sdk/backendkit"
+	"github.com/mypt/mypt/sdk/paramstate"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -87,10 +88,8 @@ func (e *engine) Describe(context.Context) (backendkit.Description, error) {
 		Devices: []*pb.Device{{Kind: in.Kind, Name: in.Name, MemoryBytes: in.MemoryBytes, Cores: uint32(in.SMs)}},
 		// bf16 matrix products with fp32 accumulation, or fp32
 		ComputeDTypes: []pb.DType{pb.DType_DTYPE_F32, pb.DType_DTYPE_BF16},
-		Features: []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
-			pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
-			pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_DETERMINISTIC,
-			pb.Feature_FEATURE_FROZEN_PARAMS, pb.Feature_FEATURE_LM_HEAD_WITHOUT_BIAS},
+		// no kernel uses atomics: every reduction has a fixed order (kernels.cu)
+		Features: append(backendkit.CompleteFeatures(), pb.Feature_FEATURE_DETERMINISTIC),
 	}, nil
 }
 
@@ -108,6 +107,7 @@ func (e *engine) Close() error {
 type session struct {
 	model *model
 	opt   backendkit.Optimizer
+	state paramstate.Roles[device.Ptr] // the flat device buffers of the state streams
 }
 
 // NewSession implements backendkit.Engine.
@@ -131,7 +131,8 @@ func (e *engine) NewSession(_ context.Context, cfg backendkit.SessionConfig) (ba
 			return nil, sdk.ResourceExhausted("%v", err)
 		}
 	}
-	return &session{model: m, opt: cfg.Optimizer}, nil
+	return &session{model: m, opt: cfg.Optimizer,
+		state: paramstate.Roles[device.Ptr]{Param: m.params, AdamM: m.adamM, AdamV: m.adamV, Grad: m.grads}}, nil
 }
 
 // MemoryBytes implements backendkit.MemoryReporter.
@@ -149,28 +150,18 @@ func (s *session) Close() error {
 	return nil
 }
 
-func (s *session) roleBuffer(role pb.TensorRole) device.Ptr {
-	switch role {
-	case pb.TensorRole_TENSOR_ROLE_PARAM:
-		return s.model.params
-	case pb.TensorRole_TENSOR_ROLE_ADAM_M:
-		return s.model.adamM
-	case pb.TensorRole_TENSOR_ROLE_ADAM_V:
-		return s.model.adamV
-	case pb.TensorRole_TENSOR_ROLE_GRAD:
-		return s.model.grads
-	}
-	return 0
-}
-
 // Has implements paramstate.Store: a role's tensors are ranges of its flat device buffer,
 // copied to and from the host.
-func (s *session) Has(role pb.TensorRole) bool { return s.roleBuffer(role) != 0 }
+func (s *session) Has(role pb.TensorRole) bool {
+	_, ok := s.state.Of(role)
+	return ok
+}
 
 // Load implements paramstate.Store.
 func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
 	p := s.model.lay.Params[i]
-	if err := s.model.q.d.HtoD(s.roleBuffer(role).F32(p.Offset), le32(values)); err != nil {
+	buf, _ := s.state.Of(role)
+	if err := s.model.q.d.HtoD(buf.F32(p.Offset), le32(values)); err != nil {
 		return fmt.Errorf("uploading %s: %w", p.Name, err)
 	}
 	return nil
@@ -179,7 +170,8 @@ func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
 // Values implements paramstate.Store.
 func (s *session) Values(role pb.TensorRole, i int) ([]float32, error) {
 	p := s.model.lay.Params[i]
-	host, err := s.model.readF32(s.roleBuffer(role).F32(p.Offset), p.Size)
+	buf, _ := s.state.Of(role)
+	host, err := s.model.readF32(buf.F32(p.Offset), p.Size)
 	if err != nil {
 		return nil, fmt.Errorf("downloading %s: %w", p.Name, err)
 	}

@@ -55,10 +55,7 @@ func (e *engine) Describe(context.Context) (backendkit.Description, error) {
 	if err != nil {
 		return backendkit.Description{}, err
 	}
-	features := []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT,
-		pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS, pb.Feature_FEATURE_NEFTUNE,
-		pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_FROZEN_PARAMS,
-		pb.Feature_FEATURE_LM_HEAD_WITHOUT_BIAS} // net.linear skips a nil bias
+	features := backendkit.CompleteFeatures() // heads without bias: net.linear skips a nil bias
 	if g.deterministic {
 		features = append(features, pb.Feature_FEATURE_DETERMINISTIC)
 	}

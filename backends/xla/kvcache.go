@@ -65,7 +65,7 @@ func (c *kvCache) prefill(tokens []int32) ([]float32, error) {
 	in := append([]*tensors.Tensor{tensors.FromFlatDataAndDimensions(tokens, 1, P)},
 		s.prog.batchInputs(pos, nil, 1, P)...)
 	defer freeAll(in)
-	logits, kv, err := runAndRead(e, appendArgs(s.stateArgs(roleParam), in...), "prefill logits")
+	logits, kv, err := runAndRead(e, appendArgs(stateArgs(s.state.Param), in...), "prefill logits")
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func (c *kvCache) decode(token int32, at int) ([]float32, error) {
 	in = append(in, s.prog.positionTensors([]int32{int32(at)}, 1, 1)...)
 	in = append(in, tensors.FromFlatDataAndDimensions(bias, 1, 1, c.capacity), tensors.FromScalar(int32(at)))
 	defer freeAll(in)
-	logits, kv, err := runAndRead(s.prog.decode, appendArgs(appendArgs(s.stateArgs(roleParam), c.kv...), in...), "decode logits")
+	logits, kv, err := runAndRead(s.prog.decode, appendArgs(appendArgs(stateArgs(s.state.Param), c.kv...), in...), "decode logits")
 	if err != nil {
 		return nil, err
 	}

@@ -14,24 +14,20 @@ import (
 
 	"github.com/mypt/mypt/sdk/backendkit"
 	"github.com/mypt/mypt/sdk/modelspec"
+	"github.com/mypt/mypt/sdk/paramstate"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 // session is one configured model: its graphs, compiled programs and state tensors.
 type session struct {
-	lay   *modelspec.Layout
-	net   *net
-	prog  *programs
-	opt   backendkit.Optimizer
-	state [4][]*tensors.Tensor // by role index: params, grads, adam m, adam v
+	lay  *modelspec.Layout
+	net  *net
+	prog *programs
+	opt  backendkit.Optimizer
+	// state holds one engine tensor per parameter for each role (parameters, Adam
+	// moments, gradients), in the layout's order.
+	state paramstate.Roles[[]*tensors.Tensor]
 }
-
-const (
-	roleParam = iota
-	roleGrad
-	roleM
-	roleV
-)
 
 var (
 	_ backendkit.Trainer   = (*session)(nil)
@@ -52,13 +48,18 @@ func newSession(be backends.Backend, cfg backendkit.SessionConfig, sliceAlways b
 		return nil, fmt.Errorf("configure: %w", err)
 	}
 	s := &session{lay: cfg.Layout, net: n, prog: prog, opt: cfg.Optimizer}
-	for r := range s.state {
-		s.state[r] = make([]*tensors.Tensor, len(cfg.Layout.Params))
+	for _, role := range s.roles() {
+		*role = make([]*tensors.Tensor, len(cfg.Layout.Params))
 		for i, p := range cfg.Layout.Params {
-			s.state[r][i] = zeros(p)
+			(*role)[i] = zeros(p)
 		}
 	}
 	return s, nil
+}
+
+// roles are the four state lists.
+func (s *session) roles() []*[]*tensors.Tensor {
+	return []*[]*tensors.Tensor{&s.state.Param, &s.state.AdamM, &s.state.AdamV, &s.state.Grad}
 }
 
 // zeros is a new zero-filled host tensor of p's shape.
@@ -76,8 +77,8 @@ func toInts(s []int64) []int {
 
 // Close implements backendkit.Session (the kit has released the caches).
 func (s *session) Close() error {
-	for _, role := range s.state {
-		freeAll(role)
+	for _, role := range s.roles() {
+		freeAll(*role)
 	}
 	s.prog.close()
 	return nil
@@ -94,8 +95,8 @@ func freeAll(ts []*tensors.Tensor) {
 // ZeroGrads implements backendkit.Trainer.
 func (s *session) ZeroGrads() error {
 	for i, p := range s.lay.Params {
-		old := s.state[roleGrad][i]
-		s.state[roleGrad][i] = zeros(p)
+		old := s.state.Grad[i]
+		s.state.Grad[i] = zeros(p)
 		_ = old.FinalizeAll()
 	}
 	return nil
@@ -119,11 +120,12 @@ func targetsFor(b *backendkit.Batch) []int32 {
 	return tg
 }
 
-// stateArgs are the state tensors of roles, role after role, as program arguments.
-func (s *session) stateArgs(roles ...int) []any {
-	args := make([]any, 0, len(roles)*len(s.lay.Params))
-	for _, r := range roles {
-		args = appendArgs(args, s.state[r]...)
+// stateArgs are the tensors of the given state lists, list after list, as program
+// arguments.
+func stateArgs(lists ...[]*tensors.Tensor) []any {
+	var args []any
+	for _, l := range lists {
+		args = appendArgs(args, l...)
 	}
 	return args
 }
@@ -155,12 +157,12 @@ func (s *session) ForwardBackward(_ context.Context, b *backendkit.Batch, gradSc
 		in = append(in, rng)
 	}
 	defer freeAll(in)
-	ce, grads, err := runAndRead(s.prog.train, appendArgs(s.stateArgs(roleParam, roleGrad), in...), "forward_backward loss")
+	ce, grads, err := runAndRead(s.prog.train, appendArgs(stateArgs(s.state.Param, s.state.Grad), in...), "forward_backward loss")
 	if err != nil {
 		return backendkit.Totals{}, err
 	}
-	freeAll(s.state[roleGrad])
-	copy(s.state[roleGrad], grads)
+	freeAll(s.state.Grad)
+	copy(s.state.Grad, grads)
 	var t backendkit.Totals
 	t.LossSum, t.WeightSum = weighted(ce, b.Weights)
 	return t, nil
@@ -182,7 +184,7 @@ func weighted(ce, w []float32) (lossSum, weightSum float64) {
 func (s *session) OptimizerStep(_ context.Context, st backendkit.Step) (float64, error) {
 	in := []*tensors.Tensor{tensors.FromFlatDataAndDimensions(s.hyper(st), numHyper), tensors.FromScalar(st.ClipNorm)}
 	defer freeAll(in)
-	out, err := run(s.prog.opt, appendArgs(s.stateArgs(roleParam, roleGrad, roleM, roleV), in...))
+	out, err := run(s.prog.opt, appendArgs(stateArgs(s.state.Param, s.state.Grad, s.state.AdamM, s.state.AdamV), in...))
 	if err != nil {
 		return 0, err
 	}
@@ -193,9 +195,10 @@ func (s *session) OptimizerStep(_ context.Context, st backendkit.Step) (float64,
 		freeAll(out[:4*np])
 		return 0, fmt.Errorf("optimizer_step norm: %w", err)
 	}
-	for k, r := range []int{roleParam, roleM, roleV, roleGrad} {
-		freeAll(s.state[r])
-		copy(s.state[r], out[k*np:(k+1)*np])
+	// the program's outputs: parameters, moments, zeroed gradients (optGraph)
+	for k, dst := range [][]*tensors.Tensor{s.state.Param, s.state.AdamM, s.state.AdamV, s.state.Grad} {
+		freeAll(dst)
+		copy(dst, out[k*np:(k+1)*np])
 	}
 	return norm[0], nil
 }
@@ -229,7 +232,7 @@ func (s *session) Evaluate(_ context.Context, b *backendkit.Batch, rows []int) (
 	if rows != nil {
 		e = s.prog.evalLog
 	}
-	out, err := run(e, appendArgs(s.stateArgs(roleParam), in...))
+	out, err := run(e, appendArgs(stateArgs(s.state.Param), in...))
 	if err != nil {
 		return backendkit.Totals{}, nil, err
 	}

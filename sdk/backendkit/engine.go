@@ -56,6 +56,17 @@ type Description struct {
 	Features []pb.Feature
 }
 
+// CompleteFeatures are the features of a backend that implements the whole model
+// contract, as the shipped backends do: training with dropout, NEFTune and frozen
+// parameters, the KV cache, packed segments, returned logits, gradient state and heads
+// without bias. FEATURE_DETERMINISTIC (a property of the engine) and
+// FEATURE_GROUPED_QUERY_ATTENTION are declared on their own.
+func CompleteFeatures() []pb.Feature {
+	return []pb.Feature{pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_DROPOUT, pb.Feature_FEATURE_NEFTUNE,
+		pb.Feature_FEATURE_FROZEN_PARAMS, pb.Feature_FEATURE_KV_CACHE, pb.Feature_FEATURE_PACKED_SEGMENTS,
+		pb.Feature_FEATURE_RETURN_LOGITS, pb.Feature_FEATURE_GRADIENT_STATE, pb.Feature_FEATURE_LM_HEAD_WITHOUT_BIAS}
+}
+
 // SessionConfig is a validated ConfigureRequest.
 type SessionConfig struct {
 	// Arch and Layout are the model and its parameter list, checked against each

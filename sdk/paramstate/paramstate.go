@@ -182,3 +182,26 @@ func encode(src []float32, d pb.DType) []byte {
 	}
 	return out
 }
+
+// Roles holds what a backend keeps for each role of a state stream — a flat buffer, a
+// device address, a list of engine tensors — so that its Store finds them by the role
+// a stream names.
+type Roles[T any] struct {
+	Param, AdamM, AdamV, Grad T
+}
+
+// Of returns what is kept for role, and false for a role that is not one of the four.
+func (r *Roles[T]) Of(role pb.TensorRole) (T, bool) {
+	switch role {
+	case pb.TensorRole_TENSOR_ROLE_PARAM:
+		return r.Param, true
+	case pb.TensorRole_TENSOR_ROLE_ADAM_M:
+		return r.AdamM, true
+	case pb.TensorRole_TENSOR_ROLE_ADAM_V:
+		return r.AdamV, true
+	case pb.TensorRole_TENSOR_ROLE_GRAD:
+		return r.Grad, true
+	}
+	var zero T
+	return zero, false
+}
