@@ -107,6 +107,7 @@ func (c *Chat) Reply(ctx context.Context, b sdk.Backend, m *Model, req ChatReque
 		Prompt:       prompt,
 		MaxNewTokens: req.MaxNewTokens,
 		BlockSize:    m.Config.BlockSize,
+		VocabSize:    m.Config.VocabSize,
 		Stop:         stop,
 		Sampler:      req.Sampler,
 		Emit: func(id int32) error {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
@@ -13,6 +15,7 @@ type Request struct {
 	Prompt       []int32
 	MaxNewTokens int
 	BlockSize    int            // the model's context length
+	VocabSize    int            // the model's vocabulary (the width of a logits row)
 	Stop         map[int32]bool // ids that end generation (kept in the output)
 	Sampler      *Sampler
 	// Emit, when set, receives each new id as soon as it is chosen.
@@ -20,7 +23,9 @@ type Request struct {
 }
 
 // Generate runs the prompt through the backend's KV cache and samples up to
-// MaxNewTokens ids, stopping after a stop id. It returns the new ids.
+// MaxNewTokens ids, stopping after a stop id. It returns the new ids. A backend without
+// a KV cache (profile core only: Prefill answers UNIMPLEMENTED) generates the same way by
+// re-running the whole sequence through Evaluate for every token.
 func Generate(ctx context.Context, b sdk.Backend, req Request) ([]int32, error) {
 	if len(req.Prompt) == 0 {
 		return nil, fmt.Errorf("empty prompt")
@@ -29,13 +34,28 @@ func Generate(ctx context.Context, b sdk.Backend, req Request) ([]int32, error) 
 		return nil, fmt.Errorf("prompt (%d tokens) plus max_new_tokens (%d) is %d, more than the model's context of %d tokens; shorten the prompt or lower max_new_tokens",
 			len(req.Prompt), req.MaxNewTokens, n, req.BlockSize)
 	}
-	pre, err := b.Prefill(ctx, &pb.PrefillRequest{Tokens: req.Prompt, Capacity: uint32(len(req.Prompt) + req.MaxNewTokens)})
-	if err != nil {
-		return nil, fmt.Errorf("prefill: %w", err)
-	}
-	defer b.ReleaseCache(context.WithoutCancel(ctx), &pb.ReleaseCacheRequest{CacheHandle: pre.GetCacheHandle()})
 	history := append([]int32(nil), req.Prompt...)
+	var next func(id int32) ([]float32, error) // the logits after appending id
+	pre, err := b.Prefill(ctx, &pb.PrefillRequest{Tokens: req.Prompt, Capacity: uint32(len(req.Prompt) + req.MaxNewTokens)})
 	logits := pre.GetLogits()
+	switch {
+	case sdk.Code(err) == codes.Unimplemented:
+		if logits, err = lastLogits(ctx, b, history, req.VocabSize); err != nil {
+			return nil, fmt.Errorf("backend has no KV cache; full forward: %w", err)
+		}
+		next = func(int32) ([]float32, error) { return lastLogits(ctx, b, history, req.VocabSize) }
+	case err != nil:
+		return nil, fmt.Errorf("prefill: %w", err)
+	default:
+		defer b.ReleaseCache(context.WithoutCancel(ctx), &pb.ReleaseCacheRequest{CacheHandle: pre.GetCacheHandle()})
+		next = func(id int32) ([]float32, error) {
+			dec, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: pre.GetCacheHandle(), Token: id})
+			if err != nil {
+				return nil, fmt.Errorf("decode: %w", err)
+			}
+			return dec.GetLogits(), nil
+		}
+	}
 	var out []int32
 	for len(out) < req.MaxNewTokens {
 		id := req.Sampler.Next(logits, history)
@@ -49,11 +69,9 @@ func Generate(ctx context.Context, b sdk.Backend, req Request) ([]int32, error) 
 		if req.Stop[id] || len(out) == req.MaxNewTokens {
 			break
 		}
-		dec, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: pre.GetCacheHandle(), Token: id})
-		if err != nil {
-			return out, fmt.Errorf("decode: %w", err)
+		if logits, err = next(id); err != nil {
+			return out, err
 		}
-		logits = dec.GetLogits()
 	}
 	return out, nil
 }
@@ -65,20 +83,9 @@ func GreedyFullForward(ctx context.Context, b sdk.Backend, prompt []int32, maxNe
 	seq := append([]int32(nil), prompt...)
 	var out []int32
 	for len(out) < maxNew && len(seq) <= blockSize {
-		t := len(seq)
-		// Only the last row is read: ask for it alone (logit_positions), so B·T·V
-		// logits never cross the wire; a backend older than the field returns them all.
-		resp, err := b.Evaluate(ctx, &pb.EvaluateRequest{ReturnLogits: true, LogitPositions: []uint32{uint32(t - 1)},
-			Batch: &pb.Batch{BatchSize: 1, SeqLen: uint32(t), Tokens: seq, Targets: make([]int32, t), LossWeights: make([]float32, t)}})
+		last, err := lastLogits(ctx, b, seq, vocab)
 		if err != nil {
 			return out, err
-		}
-		last := resp.GetLogits()
-		if len(last) == t*vocab {
-			last = last[(t-1)*vocab:]
-		}
-		if len(last) != vocab {
-			return out, fmt.Errorf("evaluate returned %d logits for the last of %d positions, want %d", len(resp.GetLogits()), t, vocab)
 		}
 		id := argmax(last)
 		out = append(out, id)
@@ -88,4 +95,24 @@ func GreedyFullForward(ctx context.Context, b sdk.Backend, prompt []int32, maxNe
 		}
 	}
 	return out, nil
+}
+
+// lastLogits runs seq through Evaluate and returns the logits of its last position.
+// Only that row is asked for (logit_positions), so B·T·V logits never cross the wire; a
+// backend older than the field returns them all, recognised by the length.
+func lastLogits(ctx context.Context, b sdk.Backend, seq []int32, vocab int) ([]float32, error) {
+	t := len(seq)
+	resp, err := b.Evaluate(ctx, &pb.EvaluateRequest{ReturnLogits: true, LogitPositions: []uint32{uint32(t - 1)},
+		Batch: &pb.Batch{BatchSize: 1, SeqLen: uint32(t), Tokens: seq, Targets: make([]int32, t), LossWeights: make([]float32, t)}})
+	if err != nil {
+		return nil, err
+	}
+	last := resp.GetLogits()
+	if len(last) == t*vocab {
+		last = last[(t-1)*vocab:]
+	}
+	if len(last) != vocab {
+		return nil, fmt.Errorf("evaluate returned %d logits for the last of %d positions, want %d", len(resp.GetLogits()), t, vocab)
+	}
+	return last, nil
 }

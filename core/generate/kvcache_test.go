@@ -117,6 +117,28 @@ func TestKVCacheGreedyEqualsFullForward(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("with stop id %d: got %v, want %v", cached[5], got, want)
 			}
+
+			// A backend without a KV cache generates by full re-forward: the same ids,
+			// sampled at temperature 0.7 with the same seed as through the cache.
+			sampled := func(b sdk.Backend) []int32 {
+				t.Helper()
+				out, err := Generate(ctx, b, Request{Prompt: Int32IDs(prompt), MaxNewTokens: 20, BlockSize: cfg.BlockSize,
+					VocabSize: cfg.VocabSize, Sampler: NewSampler(Params{Temperature: 0.7, TopK: 50, TopP: 0.9}, 3)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+			if viaCache, viaEval := sampled(b), sampled(noKVCache{b}); !slices.Equal(viaCache, viaEval) {
+				t.Errorf("sampling without a KV cache differs\ncache    %v\nevaluate %v", viaCache, viaEval)
+			}
 		})
 	}
+}
+
+// noKVCache is a backend of profile core only: the KV-cache calls answer UNIMPLEMENTED.
+type noKVCache struct{ sdk.Backend }
+
+func (noKVCache) Prefill(context.Context, *pb.PrefillRequest) (*pb.PrefillResponse, error) {
+	return nil, sdk.Unimplemented("Prefill")
 }

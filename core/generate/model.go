@@ -53,7 +53,11 @@ func Load(ctx context.Context, dir string, b sdk.Backend) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: tokenizer: %w", dir, err)
 	}
-	spec := model.NewSpec(cfg)
+	// Dropout and NEFTune act only in training: inference asks no backend for them (one
+	// without FEATURE_DROPOUT can still serve a model trained with dropout).
+	infer := cfg
+	infer.Dropout, infer.NeftuneAlpha = 0, 0
+	spec := model.NewSpec(infer)
 	if _, err := b.Configure(ctx, &pb.ConfigureRequest{
 		Model:     spec.Proto(),
 		Optimizer: &pb.OptimizerSpec{Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.AdamEps},

@@ -166,7 +166,7 @@ func (g *evalGen) run(ctx context.Context, r *Run, step int) (*genResult, error)
 			continue
 		}
 		cached, err := generate.Generate(ctx, r.Backend, generate.Request{
-			Prompt: p.ids, MaxNewTokens: p.maxNew, BlockSize: r.Config.BlockSize, Stop: stop,
+			Prompt: p.ids, MaxNewTokens: p.maxNew, BlockSize: r.Config.BlockSize, VocabSize: r.Config.VocabSize, Stop: stop,
 			Sampler: generate.NewSampler(generate.Params{Temperature: 0}, 0),
 		})
 		if err != nil {
