@@ -17,15 +17,17 @@ import (
 	"time"
 )
 
-// binaries builds mypt and the CPU plugin side by side, once per test binary.
+// binaries builds mypt, the CPU plugin and the example GPT plugin side by side, once per
+// test binary.
 var binaries = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "mypt-e2e-bin")
 	if err != nil {
 		return "", err
 	}
 	for pkg, name := range map[string]string{
-		"github.com/mypt/mypt/cmd/mypt":             "mypt",
-		"github.com/mypt/mypt/cmd/mypt-backend-cpu": "mypt-backend-cpu",
+		"github.com/mypt/mypt/cmd/mypt":                              "mypt",
+		"github.com/mypt/mypt/cmd/mypt-backend-cpu":                  "mypt-backend-cpu",
+		"github.com/mypt/mypt/sdk/examples/gpt/cmd/mypt-backend-gpt": "mypt-backend-gpt",
 	} {
 		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput(); err != nil {
 			return "", fmt.Errorf("build %s: %v\n%s", pkg, err, out)
@@ -224,14 +226,12 @@ func TestBadInputErrors(t *testing.T) {
 		t.Fatalf("bad config: %v\n%s", err, out)
 	}
 
-	// A config the backend refuses at Configure. vocab_size 2^32 passes the host's config
-	// checks (it is ≥ 1) but reaches the backend as 0, the protocol's field being uint32.
-	// The user reads the backend's reason, not gRPC's wording, and no run directory is left.
-	refusedCfg := filepath.Join(t.TempDir(), "refused.json")
-	os.WriteFile(refusedCfg, []byte(strings.Replace(tinyConfig, `"vocab_size": 50304`, `"vocab_size": 4294967296`, 1)), 0o644)
+	// A config the backend refuses at Configure: the example GPT backend declares no
+	// dropout, and tinyConfig has dropout 0.1. The user reads the backend's reason, not
+	// gRPC's wording, and no run directory is left.
 	refusedRun := filepath.Join(t.TempDir(), "refused")
-	out, err = myptCmd(t, "train", "--config", refusedCfg, "--dataset", data, "--output", refusedRun, "--no-progress").CombinedOutput()
-	const refusal = "mypt: configure backend: backend mypt-backend-cpu: Configure: InvalidArgument: model.vocab_size: must be positive, got 0\n"
+	out, err = myptCmd(t, "train", "--config", cfg, "--dataset", data, "--output", refusedRun, "--backend", "gpt", "--no-progress").CombinedOutput()
+	const refusal = "mypt: configure backend: backend mypt-backend-gpt: Configure: Unimplemented: model.dropout > 0 (FEATURE_DROPOUT) is not implemented by this backend\n"
 	if err == nil || !strings.HasSuffix(string(out), refusal) {
 		t.Fatalf("config refused at Configure: %v\n%s\nwant the last line %q", err, out, refusal)
 	}

@@ -73,6 +73,7 @@ func TestRangeAndTypeErrorsNameTheKey(t *testing.T) {
 		`{"learning_rate": "fast"}`:                           "learning_rate",
 		`{"warmup_iters": 2.5}`:                               "warmup_iters: 2.5 is neither",
 		`{"batch_size": 0}`:                                   "batch_size: must be ≥ 1, got 0",
+		`{"vocab_size": 4294967296}`:                          "vocab_size: must be ≤ 4294967295, got 4294967296",
 		`{"n_layer": null}`:                                   `key "n_layer" is null`,
 		"{\n\"n_layer\": 2,\n\"x\": }":                        "line 3: invalid JSON",
 		`{"pos_encoding": "rope", "n_embd": 12, "n_head": 4}`: "rope needs an even head size",

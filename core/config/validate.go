@@ -27,6 +27,12 @@ func (c *Config) Validate() error {
 			bad(key, "must be ≥ 1, got %d", positive[key])
 		}
 	}
+	// The model's sizes travel as the protocol's uint32 fields.
+	for _, key := range []string{"batch_size", "block_size", "vocab_size", "n_embd", "n_head", "n_layer"} {
+		if positive[key] > math.MaxUint32 {
+			bad(key, "must be ≤ %d, got %d", uint32(math.MaxUint32), positive[key])
+		}
+	}
 	if c.NHead >= 1 && c.NEmbd%c.NHead != 0 {
 		bad("n_embd", "%d is not divisible by n_head %d", c.NEmbd, c.NHead)
 	}
