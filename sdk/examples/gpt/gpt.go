@@ -37,6 +37,7 @@ import (
 	"runtime"
 
 	"github.com/mypt/mypt/sdk/backendkit"
+	"github.com/mypt/mypt/sdk/paramstate"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
@@ -68,14 +69,17 @@ func (engine) Describe(context.Context) (backendkit.Description, error) {
 type session struct {
 	*model
 	beta1, beta2, eps float64
-	m, v              []float64 // AdamW moments, laid out like the parameters
+	m, v              []float64                   // AdamW moments, laid out like the parameters
+	state             paramstate.Roles[[]float64] // the flat buffer of each role of a state stream
 }
 
 // NewSession implements backendkit.Engine.
 func (engine) NewSession(_ context.Context, cfg backendkit.SessionConfig) (backendkit.Session, error) {
 	o := cfg.Optimizer
-	return &session{model: newModel(cfg.Arch, cfg.Layout), beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps,
-		m: make([]float64, cfg.Layout.Total), v: make([]float64, cfg.Layout.Total)}, nil
+	s := &session{model: newModel(cfg.Arch, cfg.Layout), beta1: o.Beta1, beta2: o.Beta2, eps: o.Eps,
+		m: make([]float64, cfg.Layout.Total), v: make([]float64, cfg.Layout.Total)}
+	s.state = paramstate.Roles[[]float64]{Param: s.params, AdamM: s.m, AdamV: s.v, Grad: s.grads}
+	return s, nil
 }
 
 // Close implements backendkit.Session (the garbage collector frees the buffers).
@@ -87,21 +91,15 @@ func (s *session) MemoryBytes() uint64 { return 32 * uint64(s.lay.Total) }
 
 // buffer returns the flat buffer holding a role's tensors.
 func (s *session) buffer(role pb.TensorRole) []float64 {
-	switch role {
-	case pb.TensorRole_TENSOR_ROLE_PARAM:
-		return s.params
-	case pb.TensorRole_TENSOR_ROLE_GRAD:
-		return s.grads
-	case pb.TensorRole_TENSOR_ROLE_ADAM_M:
-		return s.m
-	case pb.TensorRole_TENSOR_ROLE_ADAM_V:
-		return s.v
-	}
-	return nil
+	buf, _ := s.state.Of(role)
+	return buf
 }
 
 // Has implements paramstate.Store.
-func (s *session) Has(role pb.TensorRole) bool { return s.buffer(role) != nil }
+func (s *session) Has(role pb.TensorRole) bool {
+	_, ok := s.state.Of(role)
+	return ok
+}
 
 // Load implements paramstate.Store: parameter i of role takes values.
 func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
