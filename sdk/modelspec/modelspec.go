@@ -202,6 +202,33 @@ func (a Arch) Tensors() []Tensor {
 	return d
 }
 
+// Spec returns the ModelSpec describing a — Validate's inverse, so Validate(a.Spec(…))
+// gives a back — with a's Tensors as its parameter list (F32 master weights, none
+// frozen). decay says which tensors get weight decay; nil means none. It lets a tool
+// that holds only an Arch (a test, the conformance suite) build a spec a backend accepts.
+func (a Arch) Spec(decay func(Tensor) bool) *pb.ModelSpec {
+	m := &pb.ModelSpec{VocabSize: uint32(a.VocabSize), BlockSize: uint32(a.BlockSize), NLayer: uint32(a.NLayer),
+		NHead: uint32(a.NHead), NEmbd: uint32(a.NEmbd), MlpHidden: uint32(a.MLPHidden), Bias: a.Bias,
+		TieWeights: a.TieWeights, SegmentPositionReset: a.SegmentPositionReset, RopeTheta: a.RopeTheta,
+		RopeScale: a.RopeScale, NormEps: a.NormEps, Dropout: a.Dropout, NeftuneAlpha: a.NeftuneAlpha,
+		PosEncoding: pb.PosEncoding_POS_ENCODING_ROPE, MlpType: pb.MLPType_MLP_TYPE_GELU,
+		NormType: pb.NormType_NORM_TYPE_RMSNORM}
+	if a.LearnedPos {
+		m.PosEncoding = pb.PosEncoding_POS_ENCODING_LEARNED
+	}
+	if a.SwiGLU {
+		m.MlpType = pb.MLPType_MLP_TYPE_SWIGLU
+	}
+	if a.LayerNorm {
+		m.NormType = pb.NormType_NORM_TYPE_LAYERNORM
+	}
+	for _, t := range a.Tensors() {
+		m.Params = append(m.Params, &pb.ParamSpec{Name: t.Name, Shape: t.Shape, Dtype: pb.DType_DTYPE_F32,
+			WeightDecay: decay != nil && decay(t)})
+	}
+	return m
+}
+
 // Param is one tensor of the host's parameter list and where it lives in a flat buffer
 // holding every parameter (as the CPU and CUDA backends keep parameters, gradients and
 // both Adam moments).

@@ -157,3 +157,40 @@ func TestPositionsAndRope(t *testing.T) {
 		}
 	}
 }
+
+// Spec is Validate's inverse for both architecture families, and its parameter list
+// is one NewLayout accepts, with decay where the callback says.
+func TestArchSpec(t *testing.T) {
+	gpt2 := &pb.ModelSpec{VocabSize: 13, BlockSize: 6, NLayer: 1, NHead: 2, NEmbd: 4, MlpHidden: 16, Bias: true,
+		PosEncoding: pb.PosEncoding_POS_ENCODING_LEARNED, MlpType: pb.MLPType_MLP_TYPE_GELU,
+		NormType: pb.NormType_NORM_TYPE_LAYERNORM, NormEps: 1e-5, Dropout: 0.1, NeftuneAlpha: 5, SegmentPositionReset: true}
+	for _, m := range []*pb.ModelSpec{llama(t), gpt2} {
+		a, err := Validate(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		matrix := func(d Tensor) bool { return len(d.Shape) == 2 }
+		spec := a.Spec(matrix)
+		back, err := Validate(spec)
+		if err != nil {
+			t.Fatalf("Validate(a.Spec()): %v", err)
+		}
+		if back != a {
+			t.Errorf("Validate(a.Spec()) = %+v, want %+v", back, a)
+		}
+		lay, err := NewLayout(back, spec.Params)
+		if err != nil {
+			t.Fatalf("NewLayout(a.Spec().Params): %v", err)
+		}
+		for _, p := range lay.Params {
+			if p.Decay != (len(p.Shape) == 2) || p.Frozen {
+				t.Errorf("%s: decay %v frozen %v", p.Name, p.Decay, p.Frozen)
+			}
+		}
+		for _, p := range a.Spec(nil).Params {
+			if p.WeightDecay || p.Dtype != pb.DType_DTYPE_F32 {
+				t.Errorf("Spec(nil): %s has weight decay %v, dtype %v", p.Name, p.WeightDecay, p.Dtype)
+			}
+		}
+	}
+}
