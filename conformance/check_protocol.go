@@ -17,9 +17,9 @@ import (
 	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/core/checkpoint"
 	"github.com/mypt/mypt/core/config"
-	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/core/model"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/discovery"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 

@@ -15,8 +15,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/mypt/mypt/conformance/golden"
-	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/discovery"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 

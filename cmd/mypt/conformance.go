@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mypt/mypt/conformance"
-	"github.com/mypt/mypt/core/discovery"
+	"github.com/mypt/mypt/sdk/discovery"
 )
 
 func newConformanceCmd() *cobra.Command {
