@@ -192,10 +192,32 @@ func (s *suite) plan() []check {
 		all = append(all, s.portabilityChecks(d)...)
 	}
 	all = append(all, s.robustnessChecks()...)
+	all = groupByTop(all)
 	if s.opts.Filter != nil {
 		all = slices.DeleteFunc(all, func(c check) bool { return !s.opts.Filter(c.name) })
 	}
 	return all
+}
+
+// groupByTop orders checks so each top-level group ("lossmask", ...) is
+// contiguous — its dtypes together — keeping the groups' first-appearance
+// order and the order within each: Run's subtest tree then has one node per
+// group, so `go test -run 'TestX/lossmask/bf16'` selects what it says.
+func groupByTop(checks []check) []check {
+	var order []string
+	byTop := map[string][]check{}
+	for _, ck := range checks {
+		top, _, _ := strings.Cut(ck.name, "/")
+		if _, seen := byTop[top]; !seen {
+			order = append(order, top)
+		}
+		byTop[top] = append(byTop[top], ck)
+	}
+	out := make([]check, 0, len(checks))
+	for _, top := range order {
+		out = append(out, byTop[top]...)
+	}
+	return out
 }
 
 // Run runs every conformance check against the plugin binary at pluginPath,

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/mypt/mypt/backends/cpu"
-	"github.com/mypt/mypt/backends/internal/goldentest"
+	"github.com/mypt/mypt/conformance"
 	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
@@ -77,7 +77,7 @@ func randomBatch(g *golden.Case, bsz, seq int, seed uint64) *pb.Batch {
 // gradients, correct counts and three AdamW steps must agree.
 func TestCrossCheckCPU(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		if g.Case != "gpt2_packed" && g.Case != "llama_untied_bias_packed" && g.Case != "llama_tied" {
 			continue
 		}
@@ -95,8 +95,8 @@ func TestCrossCheckCPU(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			goldentest.AssertClose(t, "logits", ex.Logits, er.Logits, 1e-5, 1e-4)
-			if goldentest.RelErr(ex.LossSum, er.LossSum) > 1e-5 || ex.WeightSum != er.WeightSum || ex.Counted != er.Counted {
+			conformance.AssertClose(t, "logits", ex.Logits, er.Logits, conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
+			if conformance.RelErr(ex.LossSum, er.LossSum, 1e-12) > 1e-5 || ex.WeightSum != er.WeightSum || ex.Counted != er.Counted {
 				t.Errorf("Evaluate %v/%v/%d, cpu %v/%v/%d", ex.LossSum, ex.WeightSum, ex.Counted, er.LossSum, er.WeightSum, er.Counted)
 			}
 			if d := int(ex.Correct) - int(er.Correct); d < -1 || d > 1 { // an argmax near-tie may differ
@@ -113,15 +113,15 @@ func TestCrossCheckCPU(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if goldentest.RelErr(fx.LossSum, fr.LossSum) > 1e-5 {
+					if conformance.RelErr(fx.LossSum, fr.LossSum, 1e-12) > 1e-5 {
 						t.Errorf("step %d loss_sum %v, cpu %v", step, fx.LossSum, fr.LossSum)
 					}
 				}
 				if step == 0 {
-					gr, gx := goldentest.State(t, ref, pb.TensorRole_TENSOR_ROLE_GRAD), goldentest.State(t, x, pb.TensorRole_TENSOR_ROLE_GRAD)
+					gr, gx := sdktesting.State(t, ref, pb.TensorRole_TENSOR_ROLE_GRAD), sdktesting.State(t, x, pb.TensorRole_TENSOR_ROLE_GRAD)
 					for _, p := range g.Model.Params {
 						k := "TENSOR_ROLE_GRAD/" + p.Name
-						goldentest.AssertClose(t, "grad "+p.Name, gx[k], gr[k], 1e-6, 2e-3)
+						conformance.AssertClose(t, "grad "+p.Name, gx[k], gr[k], conformance.Tolerance{Atol: 1e-6, Rtol: 2e-3})
 					}
 				}
 				req := &pb.OptimizerStepRequest{LearningRate: 1e-2, WeightDecay: 0.1, ClipNorm: 0.5}
@@ -133,11 +133,11 @@ func TestCrossCheckCPU(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if goldentest.RelErr(sx.GradNorm, sr.GradNorm) > 1e-4 || sx.OptimizerSteps != sr.OptimizerSteps {
+				if conformance.RelErr(sx.GradNorm, sr.GradNorm, 1e-12) > 1e-4 || sx.OptimizerSteps != sr.OptimizerSteps {
 					t.Errorf("step %d grad_norm %v (steps %d), cpu %v (%d)", step, sx.GradNorm, sx.OptimizerSteps, sr.GradNorm, sr.OptimizerSteps)
 				}
 			}
-			pr, px := goldentest.State(t, ref), goldentest.State(t, x)
+			pr, px := sdktesting.State(t, ref), sdktesting.State(t, x)
 			for _, p := range g.Model.Params {
 				for _, role := range []string{"TENSOR_ROLE_PARAM/", "TENSOR_ROLE_ADAM_M/", "TENSOR_ROLE_ADAM_V/"} {
 					atol := map[string]float64{"TENSOR_ROLE_PARAM/": 1e-2 * 3 * 5e-3, "TENSOR_ROLE_ADAM_M/": 1e-7, "TENSOR_ROLE_ADAM_V/": 1e-10}[role]
@@ -150,7 +150,7 @@ func TestCrossCheckCPU(t *testing.T) {
 							atol = max(atol, 1e-3*math.Abs(float64(w)))
 						}
 					}
-					goldentest.AssertClose(t, role+p.Name, px[role+p.Name], want, atol, 4e-3)
+					conformance.AssertClose(t, role+p.Name, px[role+p.Name], want, conformance.Tolerance{Atol: atol, Rtol: 4e-3})
 				}
 			}
 		})
@@ -161,7 +161,7 @@ func TestCrossCheckCPU(t *testing.T) {
 // every position, for both architectures.
 func TestKVCacheMatchesForward(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		if g.Case != "gpt2_untied_bias" && g.Case != "llama_untied_bias_packed" {
 			continue
 		}
@@ -180,7 +180,7 @@ func TestKVCacheMatchesForward(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			goldentest.AssertClose(t, "prefill logits", pf.Logits, full.Logits[:P*V], 1e-5, 1e-4)
+			conformance.AssertClose(t, "prefill logits", pf.Logits, full.Logits[:P*V], conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
 			for i := P; i < T; i++ {
 				d, err := x.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: bt.Tokens[i]})
 				if err != nil {
@@ -189,7 +189,7 @@ func TestKVCacheMatchesForward(t *testing.T) {
 				if int(d.Length) != i+1 {
 					t.Fatalf("length %d after decoding position %d", d.Length, i)
 				}
-				goldentest.AssertClose(t, "decode logits", d.Logits, full.Logits[i*V:(i+1)*V], 1e-5, 1e-4)
+				conformance.AssertClose(t, "decode logits", d.Logits, full.Logits[i*V:(i+1)*V], conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
 			}
 			_, err = x.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: 1})
 			if sdk.Code(err).String() != "FailedPrecondition" {
@@ -209,7 +209,7 @@ func TestKVCacheMatchesForward(t *testing.T) {
 // TestDropout: dropout masks are a function of dropout_seed; dropout changes the loss.
 func TestDropout(t *testing.T) {
 	ctx := context.Background()
-	g := goldentest.Cases(t)[0]
+	g := golden.Cases(t)[0]
 	x := sdktesting.Connect(t, New(Options{}))
 	randomSetup(t, x, g, 1, 0.3)
 	bt := randomBatch(g, 2, 8, 1)
@@ -246,7 +246,7 @@ func TestInfoAndErrors(t *testing.T) {
 	if _, err := x.ForwardBackward(ctx, &pb.ForwardBackwardRequest{}); sdk.Code(err).String() != "FailedPrecondition" {
 		t.Errorf("ForwardBackward before Configure: %v", err)
 	}
-	g := goldentest.Cases(t)[0]
+	g := golden.Cases(t)[0]
 	randomSetup(t, x, g, 1, 0)
 	bt := randomBatch(g, 1, 4, 1)
 	bt.Tokens[2] = int32(g.Model.VocabSize)
@@ -264,7 +264,7 @@ func TestInfoAndErrors(t *testing.T) {
 
 func TestZeroWeightsNoNaN(t *testing.T) {
 	ctx := context.Background()
-	g := goldentest.Cases(t)[3]
+	g := golden.Cases(t)[3]
 	x := sdktesting.Connect(t, New(Options{}))
 	randomSetup(t, x, g, 2, 0)
 	bt := randomBatch(g, 2, 6, 2)
@@ -288,7 +288,7 @@ func TestZeroWeightsNoNaN(t *testing.T) {
 // conformance on a PJRT engine covers those.
 func TestSlicePathForward(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		if g.Case != "gpt2_untied_bias" && g.Case != "llama_untied_bias_packed" {
 			continue
 		}
@@ -313,8 +313,8 @@ func TestSlicePathForward(t *testing.T) {
 			}
 			oneHotEval, oneHotPrefill := logits(false)
 			sliceEval, slicePrefill := logits(true)
-			goldentest.AssertClose(t, "evaluate logits", sliceEval, oneHotEval, 1e-6, 1e-5)
-			goldentest.AssertClose(t, "prefill logits", slicePrefill, oneHotPrefill, 1e-6, 1e-5)
+			conformance.AssertClose(t, "evaluate logits", sliceEval, oneHotEval, conformance.Tolerance{Atol: 1e-6, Rtol: 1e-5})
+			conformance.AssertClose(t, "prefill logits", slicePrefill, oneHotPrefill, conformance.Tolerance{Atol: 1e-6, Rtol: 1e-5})
 		})
 	}
 }
