@@ -210,7 +210,11 @@ func writeProfiles(w io.Writer, cert certification) {
 				certified = "yes"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", pr.Profile, declared, certified, countLine(pr), firstLineOf(pr.Reason))
+		line := fmt.Sprintf("%s\t%s\t%s\t%s", pr.Profile, declared, certified, countLine(pr))
+		if pr.Reason != "" {
+			line += "\t" + firstLineOf(pr.Reason) // no trailing cell, no trailing blanks
+		}
+		fmt.Fprintln(tw, line)
 	}
 	tw.Flush()
 	switch {
