@@ -55,17 +55,13 @@ type suite struct {
 
 // newSuite starts one backend from src, asks for its GetInfo and keeps it as
 // the shared backend. label names the backend under test in messages; file
-// is the plugin's file name ("" in process).
+// is the plugin's file name ("" in process); opts went through withDefaults.
 func newSuite(ctx context.Context, src source, label, file string, opts Options) (*suite, error) {
 	cases, err := loadGolden()
 	if err != nil {
 		return nil, fmt.Errorf("conformance: golden vectors: %w", err)
 	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	s := &suite{src: src, label: label, file: file, opts: opts, log: log, golden: cases}
+	s := &suite{src: src, label: label, file: file, opts: opts, log: opts.Logger, golden: cases}
 	s.simple = slices.Clone(cases)
 	slices.SortStableFunc(s.simple, func(a, b *golden.Case) int { return complexity(a) - complexity(b) })
 	b, err := src.open(ctx)
@@ -95,8 +91,11 @@ func newSuite(ctx context.Context, src source, label, file string, opts Options)
 	return s, nil
 }
 
-// withDefaults fills in the timeouts Options leaves zero.
+// withDefaults fills in the logger and timeouts Options leaves zero.
 func withDefaults(opts Options) Options {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 30 * time.Second
 	}
@@ -109,12 +108,8 @@ func withDefaults(opts Options) Options {
 // newPluginSuite is a suite over the plugin binary at path.
 func newPluginSuite(ctx context.Context, path string, opts Options) (*suite, error) {
 	opts = withDefaults(opts)
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	file := filepath.Base(path)
-	return newSuite(ctx, newPluginSource(path, opts.Env, opts, log), file, file, opts)
+	return newSuite(ctx, newPluginSource(path, opts.Env, opts, opts.Logger), file, file, opts)
 }
 
 // newInProcessSuite is a suite over the backends newBackend returns.
