@@ -23,14 +23,24 @@ func freezeMod(r *pb.ConfigureRequest) {
 	}
 }
 
-// frozenParams trains a golden case with its first block and embeddings frozen
-// (ParamSpec.frozen): the frozen tensors and their Adam moments must not move, the first
-// step's gradient norm must cover the trainable tensors only, and every trainable tensor
-// must move.
+// frozenParams trains every golden case the backend supports with its first
+// block and embeddings frozen (ParamSpec.frozen): the frozen tensors and their
+// Adam moments must not move, the first step's gradient norm must cover the
+// trainable tensors only, and every trainable tensor must move.
 func frozenParams(c *chk, d pb.DType) {
 	c.needDType(d)
 	c.need(pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_FROZEN_PARAMS)
-	g := c.anyCase("with two blocks ", func(g *golden.Case) bool { return g.Model.NLayer >= 2 })
+	cs := c.cases("with two blocks ", func(g *golden.Case) bool { return g.Model.NLayer >= 2 })
+	var lines []string
+	for _, g := range cs {
+		lines = append(lines, frozenCase(c, g, d))
+	}
+	c.summarize("%d cases: %s", len(cs), strings.Join(lines, "; "))
+}
+
+// frozenCase is frozenParams on one case; it returns what it measured.
+func frozenCase(c *chk, g *golden.Case, d pb.DType) string {
+	c.Helper()
 	b := c.backend()
 	tol := c.s.opts.tolerances(d)
 	a := g.AdamW
@@ -56,10 +66,10 @@ func frozenParams(c *chk, d pb.DType) {
 
 	c.openCase(b, g, d, freezeMod)
 	_, norms := c.trainGolden(b, g, a, 0, a.Steps)
-	normNote := "no gradient state: first norm not checked against the trainable tensors' norm"
+	normNote := "first norm not checked (no gradient state)"
 	if !math.IsNaN(wantNorm) {
-		c.relClose("step 1 grad_norm (trainable tensors only)", norms[0], wantNorm, tol.Loss, 1e-12)
-		normNote = fmt.Sprintf("first grad_norm %.6g, trainable tensors' norm %.6g, all tensors' %.6g", norms[0], wantNorm, a.GradNorms[0])
+		c.relClose(g.Case+": step 1 grad_norm (trainable tensors only)", norms[0], wantNorm, tol.Loss, 1e-12)
+		normNote = fmt.Sprintf("first grad_norm %.6g = the trainable tensors' (all tensors' %.6g)", norms[0], a.GradNorms[0])
 	}
 	st := c.get(b, stateRoles...)
 	nFrozen, nTrained := 0, 0
@@ -69,22 +79,21 @@ func frozenParams(c *chk, d pb.DType) {
 		if !frozenParam(p.Name) {
 			nTrained++
 			if same, _ := sameBits(got, init); same {
-				c.Errorf("trainable %s did not change in %d AdamW steps", p.Name, a.Steps)
+				c.Errorf("%s: trainable %s did not change in %d AdamW steps", g.Case, p.Name, a.Steps)
 			}
 			continue
 		}
 		nFrozen++
 		if same, i := sameBits(got, init); !same {
-			c.Errorf("frozen %s[%d] = %v after %d steps, want its initial %v bit for bit", p.Name, i, got[i], a.Steps, init[i])
+			c.Errorf("%s: frozen %s[%d] = %v after %d steps, want its initial %v bit for bit", g.Case, p.Name, i, got[i], a.Steps, init[i])
 		}
 		for _, role := range []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V} {
 			if i := firstNonZero(c.value(st, role, p.Name)); i >= 0 {
-				c.Errorf("frozen %s: %v[%d] = %v, want 0 (frozen tensors get no AdamW update)", p.Name, role, i, c.value(st, role, p.Name)[i])
+				c.Errorf("%s: frozen %s: %v[%d] = %v, want 0 (frozen tensors get no AdamW update)", g.Case, p.Name, role, i, c.value(st, role, p.Name)[i])
 			}
 		}
 	}
-	c.summarize("%s, %d steps: %d frozen tensors unchanged with zero moments, %d trainable tensors moved; %s",
-		g.Case, a.Steps, nFrozen, nTrained, normNote)
+	return fmt.Sprintf("%s %d frozen unchanged, %d trainable moved, %s", g.Case, nFrozen, nTrained, normNote)
 }
 
 // sameBits reports whether got and want are bit-identical and, if not, the first

@@ -6,16 +6,12 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/mypt/mypt/conformance/golden"
-	"github.com/mypt/mypt/core/checkpoint"
-	"github.com/mypt/mypt/core/config"
-	"github.com/mypt/mypt/core/model"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
@@ -27,16 +23,18 @@ func (s *suite) portabilityChecks(d pb.DType) []check {
 	var out []check
 	for _, g := range s.casesPerArch() {
 		prefix := "portability/" + dtypeLabel(d) + "/" + g.Case + "/"
+		p := inDType(d, ProfilePortability)
 		out = append(out,
-			check{prefix + "backend-to-reference", func(c *chk) { portability(c, g, d, true) }},
-			check{prefix + "reference-to-backend", func(c *chk) { portability(c, g, d, false) }},
+			check{prefix + "backend-to-reference", p, func(c *chk) { portability(c, g, d, true) }},
+			check{prefix + "reference-to-backend", p, func(c *chk) { portability(c, g, d, false) }},
 		)
 	}
 	return out
 }
 
-// portability trains a few steps on one backend, saves a checkpoint through
-// core/checkpoint, resumes it on the other and checks that the losses of
+// portability trains a few steps on one backend, stores its state through
+// the Options.Checkpointer (by default in memory; `mypt conformance` writes a
+// real checkpoint), resumes it on the other and checks that the losses of
 // both halves follow the golden 20-step trajectory.
 func portability(c *chk, g *golden.Case, d pb.DType, fromBackend bool) {
 	c.needDType(d)
@@ -44,9 +42,9 @@ func portability(c *chk, g *golden.Case, d pb.DType, fromBackend bool) {
 	c.need(pb.Feature_FEATURE_TRAINING)
 	ref := c.referenceBackend()
 	under := c.backend()
-	first, second := sdk.Backend(under), sdk.Backend(ref)
+	first, second := under, ref
 	firstD, secondD := d, pb.DType_DTYPE_F32
-	names := [2]string{c.s.file, "the reference"}
+	names := [2]string{c.s.label, "the reference"}
 	if !fromBackend {
 		first, second, firstD, secondD = second, first, secondD, firstD
 		names[0], names[1] = names[1], names[0]
@@ -58,32 +56,21 @@ func portability(c *chk, g *golden.Case, d pb.DType, fromBackend bool) {
 	c.openCase(first, g, firstD)
 	losses, _ := c.trainGolden(first, g, tr, 0, k)
 
-	dir, err := os.MkdirTemp("", "mypt-conformance-")
-	c.must(err, "temporary directory")
-	c.cleanup(func() { _ = os.RemoveAll(dir) })
-	ckpt := filepath.Join(dir, "checkpoint")
+	store := c.s.opts.checkpointer()
 	spec := g.Spec()
-	w, err := checkpoint.NewWriter(ckpt, checkpoint.LayoutFromModelSpec(spec, true), checkpoint.WithLogger(c.s.log))
-	c.must(err, "checkpoint.NewWriter")
-	if err := first.GetState(c.ctx, &pb.GetStateRequest{}, w); err != nil {
-		w.Abort()
-		c.Fatalf("save: stream the state of %s into a checkpoint: %v", names[0], err)
+	stored, err := store.Store(c.ctx, spec, func(w sdk.StateWriter) error {
+		return first.GetState(c.ctx, &pb.GetStateRequest{}, w)
+	})
+	if err != nil {
+		c.Fatalf("save: store the state of %s through %s: %v", names[0], describe(store), err)
 	}
-	if err := w.Commit(checkpoint.Meta{Config: g.Model, TrainingState: map[string]any{"step": k}}); err != nil {
-		c.Fatalf("save: %v", err)
+	c.cleanup(func() { _ = stored.Close() })
+	if got := stored.Header().GetOptimizerSteps(); got != uint64(k) {
+		c.Errorf("the stored state records %d optimizer steps, %s took %d", got, names[0], k)
 	}
-
-	ck, err := checkpoint.Open(ckpt)
-	c.must(err, "checkpoint.Open")
-	defer ck.Close()
-	if ck.OptimizerSteps() != uint64(k) {
-		c.Errorf("the checkpoint records %d optimizer steps, %s took %d", ck.OptimizerSteps(), names[0], k)
-	}
-	sr, err := ck.NewStateReader(checkpoint.LayoutFromModelSpec(spec, true))
-	c.must(err, "checkpoint state reader")
 	c.configure(second, spec, g.OptimizerSpec(), secondD, func(r *pb.ConfigureRequest) { r.MaxBatchSize = g.Batch.BatchSize })
-	if _, err := second.SetState(c.ctx, sr); err != nil {
-		c.Fatalf("resume: load the checkpoint into %s: %v", names[1], err)
+	if _, err := second.SetState(c.ctx, stored); err != nil {
+		c.Fatalf("resume: load the stored state into %s: %v", names[1], err)
 	}
 	more, _ := c.trainGolden(second, g, tr, k, k)
 	losses = append(losses, more...)
@@ -99,41 +86,36 @@ func portability(c *chk, g *golden.Case, d pb.DType, fromBackend bool) {
 			c.Errorf("step %d on %s: loss %.6g, golden trajectory %.6g (error %.3g > %g)", i+1, side, l, tr.Losses[i], e, tol.Trajectory)
 		}
 	}
-	c.summarize("%d steps on %s, then %d on %s: worst loss error %.2g (tolerance %g)", k, names[0], k, names[1], worst, tol.Trajectory)
+	c.summarize("%d steps on %s, then %d on %s, handed over through %s: worst loss error %.2g (tolerance %g)",
+		k, names[0], k, names[1], describe(store), worst, tol.Trajectory)
 }
 
 // ---- robustness
 
 func (s *suite) robustnessChecks() []check {
 	return []check{
-		{"robustness/killed-mid-step", killedMidStep},
-		{"robustness/session-after-shutdown", sessionAfterShutdown},
+		{"robustness/killed-mid-step", ProfileCore, killedMidStep},
+		{"robustness/session-after-shutdown", ProfileCore, sessionAfterShutdown},
 	}
 }
 
-// busySpec is a model of g's architecture big enough that a ForwardBackward
-// takes a while on a CPU.
-func busySpec(g *golden.Case) model.Spec {
-	cfg := config.Default()
-	cfg.VocabSize, cfg.NEmbd, cfg.NHead, cfg.NLayer, cfg.BlockSize = 512, 128, 4, 4, 128
-	cfg.PosEncoding, cfg.MLPType, cfg.NormType = g.Model.PosEncoding, g.Model.MLPType, g.Model.NormType
-	cfg.Bias, cfg.TieWeights, cfg.Dropout = true, true, 0
-	return model.NewSpec(cfg)
-}
+// busySize is a model big enough that a ForwardBackward takes a while on a CPU.
+var busySize = modelSize{vocab: 512, block: 128, layers: 4, heads: 4, embd: 128}
 
 func killedMidStep(c *chk) {
+	c.needProcess("it kills the plugin process")
 	c.need(pb.Feature_FEATURE_TRAINING)
 	g := c.anyCase("", nil)
-	b := c.fresh()
-	ms := busySpec(g)
-	c.configure(b, ms.Proto(), nil, c.s.primary, func(r *pb.ConfigureRequest) { r.MaxBatchSize = 4 })
-	c.setState(b, ms.InitState(1))
+	b := c.fresh().(*sdk.Client)
+	spec := c.specLike(g, busySize)
+	c.configure(b, spec, nil, c.s.primary, func(r *pb.ConfigureRequest) { r.MaxBatchSize = 4 })
+	c.setState(b, initState(spec, 1))
 	rng := rand.New(rand.NewPCG(1, 2))
-	B, T := 4, ms.BlockSize
+	B, T, V := 4, busySize.block, busySize.vocab
 	batch := &pb.Batch{BatchSize: uint32(B), SeqLen: uint32(T)}
 	for i := 0; i < B*T; i++ {
-		batch.Tokens = append(batch.Tokens, int32(rng.IntN(ms.VocabSize)))
-		batch.Targets = append(batch.Targets, int32(rng.IntN(ms.VocabSize)))
+		batch.Tokens = append(batch.Tokens, int32(rng.IntN(V)))
+		batch.Targets = append(batch.Targets, int32(rng.IntN(V)))
 		batch.LossWeights = append(batch.LossWeights, 1)
 	}
 	type result struct {
@@ -192,7 +174,7 @@ func checkDeathError(c *chk, what string, err error) {
 func sessionAfterShutdown(c *chk) {
 	g := c.anyCase("", nil)
 	tol := c.s.opts.tolerances(c.s.primary)
-	b := c.fresh()
+	b, closeB := c.freshClosable()
 	c.openCase(b, g, c.s.primary)
 	if c.has(pb.Feature_FEATURE_TRAINING) {
 		c.trainGolden(b, g, g.AdamW, 0, 1)
@@ -221,9 +203,9 @@ func sessionAfterShutdown(c *chk) {
 			}
 		}
 	}
-	// and a new process after this one is closed
-	c.must(b.Close(), "Close")
+	// and a new backend after this one is closed
+	c.must(closeB(), "Close")
 	nb := c.fresh()
 	_, err = nb.GetInfo(c.ctx, nil)
-	c.must(err, "GetInfo on a new plugin process after closing the previous one")
+	c.must(err, "GetInfo on "+c.newInstance()+" after closing the previous one")
 }

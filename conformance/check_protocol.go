@@ -8,40 +8,39 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/mypt/mypt/conformance/golden"
-	"github.com/mypt/mypt/core/checkpoint"
-	"github.com/mypt/mypt/core/config"
-	"github.com/mypt/mypt/core/discovery"
-	"github.com/mypt/mypt/core/model"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/discovery"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 func (s *suite) protocolChecks() []check {
 	return []check{
-		{"protocol/handshake", checkHandshake},
-		{"protocol/getinfo", checkGetInfo},
-		{"protocol/out-of-order/before-configure", checkBeforeConfigure},
-		{"protocol/out-of-order/after-shutdown", checkAfterShutdown},
-		{"protocol/out-of-order/kv-cache", checkCacheLifecycle},
-		{"protocol/invalid-argument/configure", checkInvalidConfigure},
-		{"protocol/invalid-argument/batch", checkInvalidBatch},
-		{"protocol/invalid-argument/optimizer-step", checkInvalidStep},
-		{"protocol/invalid-argument/kv-cache", checkInvalidCache},
-		{"protocol/invalid-argument/state", checkInvalidState},
-		{"protocol/state/round-trip", checkStateRoundTrip},
-		{"protocol/state/partial-update", checkStatePartial},
-		{"protocol/state/convert-bf16", checkStateConvert},
-		{"protocol/state/large", checkStateLarge},
-		{"protocol/undeclared-features", checkUndeclared},
-		{"protocol/configure-resets", checkConfigureResets},
-		{"protocol/shutdown", checkShutdown},
+		{"protocol/handshake", ProfileCore, checkHandshake},
+		{"protocol/getinfo", ProfileCore, checkGetInfo},
+		{"protocol/out-of-order/before-configure", ProfileCore, checkBeforeConfigure},
+		{"protocol/out-of-order/after-shutdown", ProfileCore, checkAfterShutdown},
+		{"protocol/out-of-order/kv-cache", ProfileKVCache, checkCacheLifecycle},
+		{"protocol/invalid-argument/configure", ProfileCore, checkInvalidConfigure},
+		{"protocol/invalid-argument/batch", ProfileCore, checkInvalidBatch},
+		{"protocol/invalid-argument/optimizer-step", ProfileTraining, checkInvalidStep},
+		{"protocol/invalid-argument/kv-cache", ProfileKVCache, checkInvalidCache},
+		{"protocol/invalid-argument/state", ProfileCore, checkInvalidState},
+		{"protocol/state/round-trip", ProfileCore, checkStateRoundTrip},
+		{"protocol/state/partial-update", ProfileCore, checkStatePartial},
+		{"protocol/state/convert-bf16", ProfileCore, checkStateConvert},
+		{"protocol/state/large", ProfileCore, checkStateLarge},
+		{"protocol/undeclared-features", ProfileCore, checkUndeclared},
+		{"protocol/configure-resets", ProfileCore, checkConfigureResets},
+		{"protocol/shutdown", ProfileCore, checkShutdown},
 	}
 }
 
@@ -89,8 +88,9 @@ func firstLineOf(s string) string {
 // ---- handshake and GetInfo
 
 func checkHandshake(c *chk) {
+	plugin := c.needProcess("the go-plugin handshake")
 	start := time.Now()
-	cl, err := c.s.start(c.ctx, c.s.path, c.s.opts.Env)
+	cl, err := plugin.start(c.ctx)
 	if err != nil {
 		c.Fatalf("handshake: %v", err)
 	}
@@ -119,7 +119,7 @@ func checkGetInfo(c *chk) {
 	if !nameRE.MatchString(info.GetName()) {
 		c.Errorf("name %q: want a short lower-case name (the NAME of mypt-backend-NAME)", info.GetName())
 	}
-	if file, ok := strings.CutPrefix(c.s.file, discovery.Prefix); ok && file != info.GetName() {
+	if file, ok := strings.CutPrefix(c.s.file, discovery.Prefix); c.s.file != "" && ok && file != info.GetName() {
 		c.Errorf("name %q, but the plugin binary is %s: `--backend %s` would find it under another name", info.GetName(), c.s.file, file)
 	}
 	if !semverRE.MatchString(info.GetVersion()) {
@@ -143,12 +143,12 @@ func checkGetInfo(c *chk) {
 	if cp == nil {
 		c.Fatalf("capabilities missing")
 	}
-	checkEnums(c, "pos_encodings", cp.GetPosEncodings(), pb.PosEncoding_name)
-	checkEnums(c, "mlp_types", cp.GetMlpTypes(), pb.MLPType_name)
-	checkEnums(c, "norm_types", cp.GetNormTypes(), pb.NormType_name)
-	checkEnums(c, "param_dtypes", cp.GetParamDtypes(), pb.DType_name)
-	checkEnums(c, "compute_dtypes", cp.GetComputeDtypes(), pb.DType_name)
-	checkEnums(c, "features", cp.GetFeatures(), pb.Feature_name)
+	checkEnums(c, "pos_encodings", cp.GetPosEncodings())
+	checkEnums(c, "mlp_types", cp.GetMlpTypes())
+	checkEnums(c, "norm_types", cp.GetNormTypes())
+	checkEnums(c, "param_dtypes", cp.GetParamDtypes())
+	checkEnums(c, "compute_dtypes", cp.GetComputeDtypes())
+	checkEnums(c, "features", cp.GetFeatures())
 	if len(cp.GetPosEncodings()) == 0 || len(cp.GetMlpTypes()) == 0 || len(cp.GetNormTypes()) == 0 {
 		c.Errorf("capabilities declare no architecture (pos_encodings %v, mlp_types %v, norm_types %v): no mypt model can run",
 			cp.GetPosEncodings(), cp.GetMlpTypes(), cp.GetNormTypes())
@@ -179,23 +179,62 @@ func checkGetInfo(c *chk) {
 	for _, d := range cp.GetComputeDtypes() {
 		dts = append(dts, dtypeLabel(d))
 	}
-	c.summarize("compute %s; features %s", strings.Join(dts, ","), strings.Join(feats, ","))
+	summary := fmt.Sprintf("compute %s; features %s", strings.Join(dts, ","), strings.Join(feats, ","))
+	if len(c.s.notes) > 0 {
+		summary += fmt.Sprintf("; %d capability lists hold values unknown to this suite (ignored, see the notes)", len(c.s.notes))
+	}
+	c.summarize("%s", summary)
 }
 
-func checkEnums[E ~int32](c *chk, field string, vals []E, names map[int32]string) {
+// checkEnums fails a capability list that holds the UNSPECIFIED value or a
+// value twice. Values this suite does not know are a newer protocol's
+// (enums only ever gain values): unknownEnumNotes reports them as notes.
+func checkEnums[E protoEnum](c *chk, field string, vals []E) {
 	c.Helper()
 	seen := map[E]bool{}
 	for _, v := range vals {
 		if v == 0 {
 			c.Errorf("capabilities.%s lists the UNSPECIFIED value", field)
-		} else if _, ok := names[int32(v)]; !ok {
-			c.Errorf("capabilities.%s lists %d, unknown to protocol v%d", field, v, sdk.ProtocolVersion)
 		}
 		if seen[v] {
 			c.Errorf("capabilities.%s lists %v twice", field, v)
 		}
 		seen[v] = true
 	}
+}
+
+// protoEnum is a generated protobuf enum type.
+type protoEnum interface {
+	~int32
+	Descriptor() protoreflect.EnumDescriptor
+}
+
+// unknownEnumNotes lists the capability values this suite's protocol does not
+// know: a newer backend's additions, which a host treats as absent.
+func unknownEnumNotes(cp *pb.Capabilities) []string {
+	var notes []string
+	notes = appendUnknown(notes, "pos_encodings", cp.GetPosEncodings())
+	notes = appendUnknown(notes, "mlp_types", cp.GetMlpTypes())
+	notes = appendUnknown(notes, "norm_types", cp.GetNormTypes())
+	notes = appendUnknown(notes, "param_dtypes", cp.GetParamDtypes())
+	notes = appendUnknown(notes, "compute_dtypes", cp.GetComputeDtypes())
+	notes = appendUnknown(notes, "features", cp.GetFeatures())
+	notes = appendUnknown(notes, "optimizer_kinds", cp.GetOptimizerKinds())
+	return notes
+}
+
+func appendUnknown[E protoEnum](notes []string, field string, vals []E) []string {
+	var unknown []string
+	for _, v := range vals {
+		if v.Descriptor().Values().ByNumber(protoreflect.EnumNumber(v)) == nil {
+			unknown = append(unknown, strconv.Itoa(int(v)))
+		}
+	}
+	if len(unknown) == 0 {
+		return notes
+	}
+	return append(notes, fmt.Sprintf("capabilities.%s lists %s, unknown to protocol v%d as this suite knows it (ignored: a newer backend's addition)",
+		field, strings.Join(unknown, ", "), sdk.ProtocolVersion))
 }
 
 // ---- calls out of order
@@ -713,8 +752,8 @@ func checkStateConvert(c *chk) {
 		}
 		for i := 0; i < len(w.Data)/4; i++ {
 			f := math.Float32frombits(binary.LittleEndian.Uint32(w.Data[4*i:]))
-			if h := binary.LittleEndian.Uint16(t.Data[2*i:]); h != checkpoint.F32ToBF16(f) {
-				c.Errorf("GetState(dtype BF16): %s[%d] = %#04x, want %#04x (round to nearest even of %v)", w.Name, i, h, checkpoint.F32ToBF16(f), f)
+			if h := binary.LittleEndian.Uint16(t.Data[2*i:]); h != sdk.F32ToBF16(f) {
+				c.Errorf("GetState(dtype BF16): %s[%d] = %#04x, want %#04x (round to nearest even of %v)", w.Name, i, h, sdk.F32ToBF16(f), f)
 				break
 			}
 		}
@@ -722,20 +761,14 @@ func checkStateConvert(c *chk) {
 	c.summarize("%d tensors converted to BF16 with round-to-nearest-even", len(want.Tensors))
 }
 
-// largeSpec is a model of the backend's first supported architecture whose
-// tied embedding is a single tensor spanning three 4 MiB chunks.
-func largeSpec(g *golden.Case) *pb.ModelSpec {
-	cfg := config.Default()
-	cfg.VocabSize, cfg.NEmbd, cfg.NHead, cfg.NLayer, cfg.BlockSize = 40000, 64, 2, 1, 16
-	cfg.PosEncoding, cfg.MLPType, cfg.NormType = g.Model.PosEncoding, g.Model.MLPType, g.Model.NormType
-	cfg.Bias, cfg.TieWeights, cfg.Dropout = true, true, 0
-	return model.NewSpec(cfg).Proto()
-}
+// largeSize is a model whose tied embedding is a single tensor spanning
+// three 4 MiB chunks.
+var largeSize = modelSize{vocab: 40000, block: 16, layers: 1, heads: 2, embd: 64}
 
 func checkStateLarge(c *chk) {
 	g := c.anyCase("", nil)
 	b := c.backend()
-	spec := largeSpec(g)
+	spec := c.specLike(g, largeSize)
 	c.configure(b, spec, nil, c.s.primary)
 	want := randomState(spec, 5, 11, stateRoles...)
 	start := time.Now()
@@ -890,8 +923,12 @@ func checkShutdown(c *chk) {
 	if !proto.Equal(before, after) {
 		c.Errorf("GetInfo changed across Shutdown")
 	}
-	if b.Exited() {
+	if c.s.src.exited(b) {
 		c.Errorf("the plugin process exited on Shutdown; only the host's Close may stop it")
+	}
+	if c.s.inProcess() {
+		c.summarize("Shutdown succeeds (twice); GetInfo still answers")
+		return
 	}
 	c.summarize("Shutdown succeeds (twice); GetInfo still answers; the process stays up")
 }

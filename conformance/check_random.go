@@ -9,19 +9,17 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mypt/mypt/conformance/golden"
-	"github.com/mypt/mypt/core/config"
-	"github.com/mypt/mypt/core/model"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 func (s *suite) randomnessChecks() []check {
 	return []check{
-		{"determinism/bit-exact", determinismBitExact},
-		{"determinism/repeatable", determinismRepeatable},
-		{"dropout/eval-off", dropoutEvalOff},
-		{"dropout/rate", dropoutRate},
-		{"dropout/same-seed-same-mask", dropoutSameSeed},
+		{"determinism/bit-exact", ProfileDeterministic, determinismBitExact},
+		{"determinism/repeatable", ProfileTraining, determinismRepeatable},
+		{"dropout/eval-off", ProfileDropout, dropoutEvalOff},
+		{"dropout/rate", ProfileDropout, dropoutRate},
+		{"dropout/same-seed-same-mask", ProfileDropout, dropoutSameSeed},
 	}
 }
 
@@ -73,7 +71,7 @@ func determinismBitExact(c *chk) {
 	for _, o := range []struct {
 		what string
 		r    detResult
-	}{{"a second session", second}, {"a second plugin process", third}} {
+	}{{"a second session", second}, {c.newInstance(), third}} {
 		for i := range first.losses {
 			if math.Float64bits(first.losses[i]) != math.Float64bits(o.r.losses[i]) {
 				c.Errorf("%s: ForwardBackward %d loss_sum %v, first run %v", o.what, i+1, o.r.losses[i], first.losses[i])
@@ -176,28 +174,30 @@ type dropoutProbe struct {
 	batch *pb.Batch
 }
 
-func newDropoutProbe(g *golden.Case) dropoutProbe {
-	cfg := config.Default()
-	cfg.VocabSize, cfg.NEmbd, cfg.NHead, cfg.NLayer, cfg.BlockSize = 64, 128, 4, 2, 8
-	cfg.PosEncoding, cfg.MLPType, cfg.NormType = g.Model.PosEncoding, g.Model.MLPType, g.Model.NormType
-	cfg.Bias, cfg.TieWeights = true, false
-	ms := model.NewSpec(cfg)
-	var ts []*sdk.Tensor
-	for _, p := range ms.Params {
-		v := model.InitTensor(p, 7)
-		if strings.Contains(p.Name, "embedding") {
+// probeSize is the dropout probe's model: wide enough for a good count of
+// mask elements per call, untied so lm_head does not feed the embeddings.
+var probeSize = modelSize{vocab: 64, block: 8, layers: 2, heads: 4, embd: 128, untied: true}
+
+func (c *chk) newDropoutProbe(g *golden.Case) dropoutProbe {
+	c.Helper()
+	spec := c.specLike(g, probeSize)
+	init := initState(spec, 7)
+	for _, t := range init.Tensors {
+		if strings.Contains(t.Name, "embedding") {
+			v, err := sdk.F32Values(t.Data)
+			c.must(err, "probe init")
 			for i := range v {
-				v[i] *= 50
+				v[i] *= 50 // std 0.02 → 1
 			}
+			t.Data = sdk.F32Bytes(v)
 		}
-		ts = append(ts, sdk.F32Tensor(p.Name, pb.TensorRole_TENSOR_ROLE_PARAM, p.Shape, v))
 	}
-	last := fmt.Sprintf("blocks.%d.", cfg.NLayer-1)
+	last := fmt.Sprintf("blocks.%d.", probeSize.layers-1)
 	sites := []string{last + "sa.proj.bias"}
-	if cfg.MLPType == "gelu" {
+	if spec.MlpType == pb.MLPType_MLP_TYPE_GELU {
 		sites = append(sites, last+"fwd.net.2.bias")
 	}
-	return dropoutProbe{spec: ms.Proto(), init: sdk.NewTensorList(0, ts...), sites: sites,
+	return dropoutProbe{spec: spec, init: init, sites: sites,
 		batch: &pb.Batch{BatchSize: 1, SeqLen: 1, Tokens: []int32{3}, Targets: []int32{5}, LossWeights: []float32{1}}}
 }
 
@@ -227,7 +227,7 @@ const dropoutP = 0.25
 func dropoutRate(c *chk) {
 	c.need(pb.Feature_FEATURE_DROPOUT, pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_GRADIENT_STATE)
 	g := c.anyCase("", nil)
-	pr := newDropoutProbe(g)
+	pr := c.newDropoutProbe(g)
 	b := c.backend()
 	c.openProbe(b, pr, 0)
 	base := c.siteGrads(b, pr, 0)
@@ -281,7 +281,7 @@ func dropoutSameSeed(c *chk) {
 	c.need(pb.Feature_FEATURE_DROPOUT, pb.Feature_FEATURE_TRAINING, pb.Feature_FEATURE_GRADIENT_STATE)
 	g := c.anyCase("", nil)
 	tol := c.s.opts.tolerances(c.s.primary)
-	pr := newDropoutProbe(g)
+	pr := c.newDropoutProbe(g)
 	b := c.backend()
 	c.openProbe(b, pr, dropoutP)
 	a := c.siteGrads(b, pr, 7)

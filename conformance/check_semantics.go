@@ -13,19 +13,20 @@ import (
 // down: loss masks, packing, frozen parameters, gradient accumulation and the KV cache.
 func (s *suite) semanticsChecks(d pb.DType) []check {
 	l := dtypeLabel(d)
+	at := func(p Profile) Profile { return inDType(d, p) }
 	out := []check{
-		{"lossmask/" + l + "/zero-weight-targets-ignored", func(c *chk) { maskIgnoredTargets(c, d) }},
-		{"lossmask/" + l + "/all-zero-weights", func(c *chk) { maskAllZero(c, d) }},
-		{"lossmask/" + l + "/packed-sum-of-episodes", func(c *chk) { maskPackedSum(c, d) }},
-		{"lossmask/" + l + "/eot-target-trained", func(c *chk) { maskEOT(c, d) }},
-		{"packing/" + l + "/segment-isolation", func(c *chk) { packingIsolation(c, d) }},
-		{"frozen/" + l + "/first-block-and-embeddings", func(c *chk) { frozenParams(c, d) }},
+		{"lossmask/" + l + "/zero-weight-targets-ignored", at(ProfileTraining), func(c *chk) { maskIgnoredTargets(c, d) }},
+		{"lossmask/" + l + "/all-zero-weights", at(ProfileCore), func(c *chk) { maskAllZero(c, d) }},
+		{"lossmask/" + l + "/packed-sum-of-episodes", at(ProfilePacked), func(c *chk) { maskPackedSum(c, d) }},
+		{"lossmask/" + l + "/eot-target-trained", at(ProfileCore), func(c *chk) { maskEOT(c, d) }},
+		{"packing/" + l + "/segment-isolation", at(ProfilePacked), func(c *chk) { packingIsolation(c, d) }},
+		{"frozen/" + l + "/first-block-and-embeddings", at(ProfileFrozen), func(c *chk) { frozenParams(c, d) }},
 	}
 	for _, g := range s.golden {
-		out = append(out, check{"accumulation/" + l + "/" + g.Case, func(c *chk) { accumulation(c, g, d) }})
+		out = append(out, check{"accumulation/" + l + "/" + g.Case, at(caseProfile(g, ProfileTraining)), func(c *chk) { accumulation(c, g, d) }})
 	}
 	for _, g := range s.golden {
-		out = append(out, check{"kvcache/" + l + "/" + g.Case, func(c *chk) { kvCache(c, g, d) }})
+		out = append(out, check{"kvcache/" + l + "/" + g.Case, at(ProfileKVCache), func(c *chk) { kvCache(c, g, d) }})
 	}
 	return out
 }

@@ -49,6 +49,7 @@ func plugin(t *testing.T, name string) string {
 			pkgs = append(pkgs, "github.com/mypt/mypt/conformance/testdata/"+b)
 		}
 		build := func(pkg string) error {
+			// cmd/mypt-backend-cpu already carries the prefix; testdata/NAME does not
 			out := filepath.Join(binDir, "mypt-backend-"+strings.TrimPrefix(filepath.Base(pkg), "mypt-backend-"))
 			cmd := exec.Command("go", "build", "-o", out, pkg)
 			if msg, err := cmd.CombinedOutput(); err != nil {

@@ -170,8 +170,7 @@ func (c *chk) closeTo(what string, got, want []float32, tol Tolerance) bool {
 	}
 	ratio, at, maxAbs := tol.worst(got, want)
 	if ratio > 1 {
-		c.Errorf("%s: [%d] = %v, want %v (max abs error %.3g; %.3g× the tolerance atol %g + %g·max|want| + rtol %g·|want|)",
-			what, at, got[at], want[at], maxAbs, ratio, tol.Atol, tol.AtolOfMax, tol.Rtol)
+		c.Errorf("%s", tol.failure(what, got, want, ratio, at, maxAbs))
 		return false
 	}
 	c.Logf("%s: max abs error %.3g (%.2f of tolerance)", what, maxAbs, ratio)

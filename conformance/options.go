@@ -1,21 +1,34 @@
 package conformance
 
 import (
+	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"time"
 
+	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 // Options tune a conformance run. The zero value runs every check the backend's
 // capabilities allow, with the default tolerances.
 type Options struct {
-	// ReferencePlugin is the CPU reference backend the portability checks
-	// train against (a path, or a NAME resolved like --backend). Empty means
-	// "cpu" found through plugin discovery (next to the running executable,
-	// then MYPT_PLUGIN_PATH); when none is found those checks are skipped.
+	// NewReference returns a new CPU reference backend in process, for the
+	// portability checks to train against. When nil, ReferencePlugin is used.
+	NewReference func() sdk.Backend
+	// ReferencePlugin is the CPU reference backend plugin the portability
+	// checks train against when NewReference is nil (a path, or a NAME
+	// resolved like --backend). Empty means "cpu" found through plugin
+	// discovery (next to the running executable, then MYPT_PLUGIN_PATH);
+	// when none is found those checks are skipped.
 	ReferencePlugin string
+	// Checkpointer stores the state the portability checks hand from one
+	// backend to the other. Nil hands it over in memory: GetState into an
+	// sdk.StateCollector, SetState from an sdk.TensorList. `mypt conformance`
+	// sets one that writes and reads a real checkpoint (core/checkpoint).
+	Checkpointer Checkpointer
 	// DTypes are the compute dtypes the numerical checks run in. Empty means
 	// every one of F32, BF16 and F16 that the backend declares in
 	// Capabilities.compute_dtypes (F32 first).
@@ -29,7 +42,8 @@ type Options struct {
 	Logger *slog.Logger
 	// StartTimeout bounds each plugin start; 0 means 30 s.
 	StartTimeout time.Duration
-	// CallTimeout bounds each call into the backend; 0 means 2 minutes.
+	// CallTimeout bounds each call into a plugin; 0 means 2 minutes. (Calls
+	// into an in-process backend are bounded by each check's 5 minutes.)
 	CallTimeout time.Duration
 	// Env is added to the environment of the plugin under test (not of the
 	// reference plugin).
@@ -37,6 +51,57 @@ type Options struct {
 	// Progress, when set, is called by Certify after each check with the
 	// number of checks done and planned.
 	Progress func(done, total int, r Result)
+}
+
+// Checkpointer stores a backend's state between the two halves of a
+// portability check, as a host does between a run and its resumption.
+type Checkpointer interface {
+	// Store saves the state stream that write produces as the state of a
+	// model described by spec (write runs GetState with the default roles —
+	// parameters and both Adam moments — into the StateWriter it is given),
+	// and returns what was stored as a SetState stream whose header carries
+	// the optimizer step count the store recorded.
+	Store(ctx context.Context, spec *pb.ModelSpec, write func(sdk.StateWriter) error) (StoredState, error)
+}
+
+// StoredState is state read back from a Checkpointer; Close releases it.
+type StoredState interface {
+	sdk.StateReader
+	io.Closer
+}
+
+// memoryCheckpointer is the default Checkpointer: the state stream held in
+// memory, exactly as the backend sent it.
+type memoryCheckpointer struct{}
+
+func (memoryCheckpointer) String() string { return "state streams in memory" }
+
+func (memoryCheckpointer) Store(_ context.Context, _ *pb.ModelSpec, write func(sdk.StateWriter) error) (StoredState, error) {
+	col := &sdk.StateCollector{}
+	if err := write(col); err != nil {
+		return nil, err
+	}
+	return memoryState{sdk.NewTensorList(col.Head.GetOptimizerSteps(), col.Tensors...)}, nil
+}
+
+type memoryState struct{ *sdk.TensorList }
+
+func (memoryState) Close() error { return nil }
+
+func (o *Options) checkpointer() Checkpointer {
+	if o.Checkpointer != nil {
+		return o.Checkpointer
+	}
+	return memoryCheckpointer{}
+}
+
+// describe names a Checkpointer in the portability checks' summaries: its
+// String method when it has one.
+func describe(cp Checkpointer) string {
+	if s, ok := cp.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return fmt.Sprintf("the Options.Checkpointer (%T)", cp)
 }
 
 // Tolerance bounds an element-wise comparison: an element passes when
@@ -138,8 +203,10 @@ func dtypeLabel(d pb.DType) string {
 		return "f16"
 	case pb.DType_DTYPE_F64:
 		return "f64"
+	case pb.DType_DTYPE_UNSPECIFIED:
+		return "unspecified"
 	}
-	return "unspecified"
+	return fmt.Sprintf("dtype%d", int32(d)) // a newer protocol's
 }
 
 // ParseDType reads a dtype name as the CLI takes it: f32, bf16, f16.
@@ -181,6 +248,12 @@ func (tol Tolerance) worst(got, want []float32) (ratio float64, at int, maxAbs f
 		}
 	}
 	return ratio, at, maxAbs
+}
+
+// failure describes a comparison that worst found out of tolerance.
+func (tol Tolerance) failure(what string, got, want []float32, ratio float64, at int, maxAbs float64) string {
+	return fmt.Sprintf("%s: [%d] = %v, want %v (max abs error %.3g; %.3g× the tolerance atol %g + %g·max|want| + rtol %g·|want|)",
+		what, at, got[at], want[at], maxAbs, ratio, tol.Atol, tol.AtolOfMax, tol.Rtol)
 }
 
 // relErr is |got − want| / max(|want|, floor).

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 // Status is the outcome of one check.
@@ -53,16 +55,53 @@ type Report struct {
 	Info json.RawMessage `json:"info,omitempty"`
 	// DTypes are the compute dtypes the numerical checks ran in.
 	DTypes []string `json:"dtypes,omitempty"`
-	// Reference is the CPU reference plugin used by the portability checks.
+	// Reference is the CPU reference backend used by the portability checks:
+	// a plugin path, or "in process".
 	Reference string    `json:"reference,omitempty"`
 	Started   time.Time `json:"started"`
 	Seconds   float64   `json:"duration_s"`
 	Summary   Summary   `json:"summary"`
-	Results   []Result  `json:"results"`
+	// Profiles are the verdicts on every profile, in a fixed order.
+	Profiles []ProfileResult `json:"profiles"`
+	// Uses say what mypt can do with the backend, from its certified
+	// profiles ("train", "generate (with the KV cache)", ...); empty when core
+	// is not certified.
+	Uses []string `json:"uses,omitempty"`
+	// Unusable says why the backend certifies no profile mypt can use (core
+	// failed, or none of its checks passed); empty when it does, or when the
+	// run's filter left out every core check.
+	Unusable string `json:"unusable,omitempty"`
+	// Notes are what the run noticed without failing the backend, such as
+	// enum values newer than this suite (the protocol evolves by adding them).
+	Notes   []string `json:"notes,omitempty"`
+	Results []Result `json:"results"`
 }
 
-// Failed reports whether any check failed.
-func (r *Report) Failed() bool { return r.Summary.Failed > 0 }
+// Failed reports whether any check failed, or the backend certifies no
+// profile mypt can use.
+func (r *Report) Failed() bool { return r.Summary.Failed > 0 || r.Unusable != "" }
+
+// Certified lists the profiles the backend is certified for.
+func (r *Report) Certified() []Profile {
+	var out []Profile
+	for _, pr := range r.Profiles {
+		if pr.Certified {
+			out = append(out, pr.Profile)
+		}
+	}
+	return out
+}
+
+// certify judges the profiles from the results (caps nil: nothing but core
+// is declared).
+func (r *Report) certify(caps *pb.Capabilities, plan []check) {
+	cert := certifyProfiles(caps, plan, r.Results)
+	r.Profiles, r.Uses, r.Unusable = cert.profiles, cert.uses, cert.unusable
+}
+
+func (r *Report) certification() certification {
+	return certification{profiles: r.Profiles, uses: r.Uses, unusable: r.Unusable}
+}
 
 func (r *Report) add(res Result) {
 	res.Seconds = res.Duration.Seconds()
@@ -85,10 +124,15 @@ func (r *Report) WriteJSON(w io.Writer) error {
 }
 
 // WriteTable prints one line per check (status, name, duration, the first
-// line of the reason) and a summary. With verbose, every line of a failure's
-// reason and the measured details are printed too.
+// line of the reason), a summary, the notes, and one line per profile (is it
+// declared, is it certified, how its checks went). With verbose, every line
+// of a failure's reason and the measured details are printed too.
 func (r *Report) WriteTable(w io.Writer, verbose bool) {
-	fmt.Fprintf(w, "backend %s %s (%s)\nplugin  %s\n", orDash(r.Backend), orDash(r.Version), orDash(r.Engine), r.Plugin)
+	plugin := r.Plugin
+	if plugin == "" {
+		plugin = "(in process)"
+	}
+	fmt.Fprintf(w, "backend %s %s (%s)\nplugin  %s\n", orDash(r.Backend), orDash(r.Version), orDash(r.Engine), plugin)
 	if r.Reference != "" {
 		fmt.Fprintf(w, "reference %s\n", r.Reference)
 	}
@@ -121,6 +165,11 @@ func (r *Report) WriteTable(w io.Writer, verbose bool) {
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d passed, %d failed, %d skipped in %s\n", r.Summary.Passed, r.Summary.Failed, r.Summary.Skipped,
 		formatDuration(time.Duration(r.Seconds*float64(time.Second))))
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	fmt.Fprintln(w)
+	writeProfiles(w, r.certification())
 }
 
 func formatDuration(d time.Duration) string {

@@ -15,68 +15,66 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/mypt/mypt/conformance/golden"
-	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/discovery"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 // checkTimeout bounds one check, whatever the backend does.
 const checkTimeout = 5 * time.Minute
 
-// check is one named conformance check.
+// check is one named conformance check and the profile it certifies.
 type check struct {
-	name string
-	run  func(c *chk)
+	name    string
+	profile Profile
+	run     func(c *chk)
 }
 
-// suite is one conformance run against one plugin binary.
+// suite is one conformance run against one backend.
 type suite struct {
-	path    string // plugin under test
-	file    string // its file name, which errors must name
+	src     source // where the backends under test come from
+	label   string // how messages name the backend under test
+	file    string // the plugin's file name, which errors must name ("" in process)
 	opts    Options
 	log     *slog.Logger
 	info    *pb.GetInfoResponse
+	notes   []string       // what the report notes without failing (unknown enum values)
 	golden  []*golden.Case // in name order
 	simple  []*golden.Case // unpacked all-ones cases first: what single-case checks use
 	dtypes  []pb.DType     // compute dtypes the numerical checks run in
 	primary pb.DType       // the dtype of checks that run once
 
 	mu     sync.Mutex
-	shared *sdk.Client // plugin process reused across checks; dropped after a failure
+	shared sdk.Backend // backend reused across checks; dropped after a failure
 
-	refOnce sync.Once
-	refPath string
-	refErr  error
+	refOnce  sync.Once
+	ref      source
+	refLabel string
+	refErr   error
 }
 
-func newSuite(ctx context.Context, pluginPath string, opts Options) (*suite, error) {
+// newSuite starts one backend from src, asks for its GetInfo and keeps it as
+// the shared backend. label names the backend under test in messages; file
+// is the plugin's file name ("" in process); opts went through withDefaults.
+func newSuite(ctx context.Context, src source, label, file string, opts Options) (*suite, error) {
 	cases, err := loadGolden()
 	if err != nil {
 		return nil, fmt.Errorf("conformance: golden vectors: %w", err)
 	}
-	if opts.StartTimeout == 0 {
-		opts.StartTimeout = 30 * time.Second
-	}
-	if opts.CallTimeout == 0 {
-		opts.CallTimeout = 2 * time.Minute
-	}
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	s := &suite{path: pluginPath, file: filepath.Base(pluginPath), opts: opts, log: log, golden: cases}
+	s := &suite{src: src, label: label, file: file, opts: opts, log: opts.Logger, golden: cases}
 	s.simple = slices.Clone(cases)
 	slices.SortStableFunc(s.simple, func(a, b *golden.Case) int { return complexity(a) - complexity(b) })
-	c, err := s.start(ctx, pluginPath, opts.Env)
+	b, err := src.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	info, err := c.GetInfo(ctx, nil)
+	info, err := b.GetInfo(ctx, nil)
 	if err != nil {
-		c.Kill()
-		return nil, err
+		src.discard(b)
+		return nil, fmt.Errorf("GetInfo: %w", err)
 	}
-	s.shared, s.info = c, info
+	s.shared, s.info = b, info
+	s.notes = unknownEnumNotes(info.GetCapabilities())
 	s.dtypes = opts.DTypes
 	if len(s.dtypes) == 0 {
 		declared := info.GetCapabilities().GetComputeDtypes()
@@ -93,41 +91,85 @@ func newSuite(ctx context.Context, pluginPath string, opts Options) (*suite, err
 	return s, nil
 }
 
-func (s *suite) start(ctx context.Context, path string, env []string) (*sdk.Client, error) {
-	return sdk.Start(ctx, path, sdk.StartOptions{Logger: s.log, StartTimeout: s.opts.StartTimeout,
-		CallTimeout: s.opts.CallTimeout, Env: env})
+// withDefaults fills in the logger and timeouts Options leaves zero.
+func withDefaults(opts Options) Options {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 30 * time.Second
+	}
+	if opts.CallTimeout == 0 {
+		opts.CallTimeout = 2 * time.Minute
+	}
+	return opts
+}
+
+// newPluginSuite is a suite over the plugin binary at path.
+func newPluginSuite(ctx context.Context, path string, opts Options) (*suite, error) {
+	opts = withDefaults(opts)
+	file := filepath.Base(path)
+	return newSuite(ctx, newPluginSource(path, opts.Env, opts, opts.Logger), file, file, opts)
+}
+
+// newInProcessSuite is a suite over the backends newBackend returns.
+func newInProcessSuite(ctx context.Context, newBackend func() sdk.Backend, opts Options) (*suite, error) {
+	s, err := newSuite(ctx, inProcessSource{newBackend}, "the backend under test", "", withDefaults(opts))
+	if err != nil {
+		return nil, err
+	}
+	if name := s.info.GetName(); name != "" {
+		s.label = name + " (in process)"
+	}
+	return s, nil
+}
+
+// inProcess reports whether the backends under test live in this process.
+func (s *suite) inProcess() bool {
+	_, ok := s.src.(inProcessSource)
+	return ok
 }
 
 func (s *suite) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shared != nil {
-		_ = s.shared.Close()
+		_ = s.src.close(s.shared)
 		s.shared = nil
 	}
 }
 
-// dropShared stops the shared plugin process so the next check starts a
-// clean one (after a failure it may hold any state, or be hung).
+// dropShared stops the shared backend so the next check starts a clean one
+// (after a failure it may hold any state, or be hung).
 func (s *suite) dropShared() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shared != nil {
-		s.shared.Kill()
+		s.src.discard(s.shared)
 		s.shared = nil
 	}
 }
 
-// reference resolves the CPU reference plugin once.
-func (s *suite) reference() (string, error) {
+// reference resolves the CPU reference backend once: Options.NewReference in
+// process, else the reference plugin found like --backend.
+func (s *suite) reference() (source, string, error) {
 	s.refOnce.Do(func() {
+		if s.opts.NewReference != nil {
+			s.ref, s.refLabel = inProcessSource{s.opts.NewReference}, "in process (Options.NewReference)"
+			return
+		}
 		name := s.opts.ReferencePlugin
 		if name == "" {
 			name = "cpu"
 		}
-		s.refPath, s.refErr = discovery.FromEnvironment().Resolve(name)
+		path, err := discovery.FromEnvironment().Resolve(name)
+		if err != nil {
+			s.refErr = err
+			return
+		}
+		s.ref, s.refLabel = newPluginSource(path, nil, s.opts, s.log), path
 	})
-	return s.refPath, s.refErr
+	return s.ref, s.refLabel, s.refErr
 }
 
 // plan lists every check, in the order they run.
@@ -145,33 +187,99 @@ func (s *suite) plan() []check {
 		all = append(all, s.portabilityChecks(d)...)
 	}
 	all = append(all, s.robustnessChecks()...)
+	all = groupByTop(all)
 	if s.opts.Filter != nil {
 		all = slices.DeleteFunc(all, func(c check) bool { return !s.opts.Filter(c.name) })
 	}
 	return all
 }
 
+// groupByTop orders checks so each top-level group ("lossmask", ...) is
+// contiguous — its dtypes together — keeping the groups' first-appearance
+// order and the order within each: Run's subtest tree then has one node per
+// group, so `go test -run 'TestX/lossmask/bf16'` selects what it says.
+func groupByTop(checks []check) []check {
+	var order []string
+	byTop := map[string][]check{}
+	for _, ck := range checks {
+		top, _, _ := strings.Cut(ck.name, "/")
+		if _, seen := byTop[top]; !seen {
+			order = append(order, top)
+		}
+		byTop[top] = append(byTop[top], ck)
+	}
+	out := make([]check, 0, len(checks))
+	for _, top := range order {
+		out = append(out, byTop[top]...)
+	}
+	return out
+}
+
 // Run runs every conformance check against the plugin binary at pluginPath,
 // each as a subtest of t named by its path ("protocol/handshake",
 // "numerics/f32/llama_tied/gradients", ...). A check the backend's declared
-// capabilities rule out is skipped with the reason.
+// capabilities rule out is skipped with the reason. At the end it logs the
+// profiles the backend is certified for, and fails t when the backend
+// certifies no profile mypt can use (core).
 func Run(t *testing.T, pluginPath string, opts Options) {
 	t.Helper()
-	s, err := newSuite(t.Context(), pluginPath, opts)
+	s, err := newPluginSuite(t.Context(), pluginPath, opts)
 	if err != nil {
 		t.Fatalf("conformance: %v", err)
 	}
-	defer s.close()
-	runTree(t, s, s.plan(), 0)
+	runSuite(t, s)
 }
 
-func runTree(t *testing.T, s *suite, checks []check, depth int) {
+// RunBackend is Run for a backend in this process: newBackend returns a new,
+// unconfigured backend (a backend built in process, or an *sdk.Client from
+// sdktesting.Connect) and is called again wherever a check needs a fresh
+// one. The checks that need a separate plugin process (the handshake,
+// killing the process mid-step) are skipped, saying so; Run covers them on
+// the built plugin. Options.NewReference gives the portability checks an
+// in-process reference.
+func RunBackend(t *testing.T, newBackend func() sdk.Backend, opts Options) {
+	t.Helper()
+	s, err := newInProcessSuite(t.Context(), newBackend, opts)
+	if err != nil {
+		t.Fatalf("conformance: %v", err)
+	}
+	runSuite(t, s)
+}
+
+func runSuite(t *testing.T, s *suite) {
+	t.Helper()
+	defer s.close()
+	for _, n := range s.notes {
+		t.Logf("note: %s", n)
+	}
+	plan := s.plan()
+	statuses := make(map[string]Status, len(plan))
+	runTree(t, s, plan, 0, statuses)
+	var results []Result
+	for _, ck := range plan {
+		if st, ok := statuses[ck.name]; ok {
+			results = append(results, Result{Name: ck.name, Status: st})
+		}
+	}
+	cert := certifyProfiles(s.info.GetCapabilities(), plan, results)
+	var sb strings.Builder
+	writeProfiles(&sb, cert)
+	t.Logf("profiles:\n%s", sb.String())
+	if cert.unusable != "" {
+		t.Errorf("conformance: the backend certifies no profile mypt can use: %s", cert.unusable)
+	}
+}
+
+// runTree runs checks as nested subtests, one level per name segment, and
+// records each check's status.
+func runTree(t *testing.T, s *suite, checks []check, depth int, statuses map[string]Status) {
 	t.Helper()
 	for i := 0; i < len(checks); {
 		parts := strings.Split(checks[i].name, "/")
 		if depth == len(parts)-1 {
 			ck := checks[i]
 			t.Run(parts[depth], func(t *testing.T) {
+				defer func() { statuses[ck.name] = subtestStatus(t) }()
 				if line := s.runCheck(t.Context(), t, ck).summaryLine(); line != "" {
 					t.Log(line)
 				}
@@ -189,9 +297,20 @@ func runTree(t *testing.T, s *suite, checks []check, depth int) {
 			j++
 		}
 		group := checks[i:j]
-		t.Run(head, func(t *testing.T) { runTree(t, s, group, depth+1) })
+		t.Run(head, func(t *testing.T) { runTree(t, s, group, depth+1, statuses) })
 		i = j
 	}
+}
+
+// subtestStatus is a finished subtest's outcome.
+func subtestStatus(t *testing.T) Status {
+	switch {
+	case t.Failed():
+		return StatusFail
+	case t.Skipped():
+		return StatusSkip
+	}
+	return StatusPass
 }
 
 // Certify runs every conformance check against the plugin binary at
@@ -199,14 +318,33 @@ func runTree(t *testing.T, s *suite, checks []check, depth int) {
 // error is for problems of the run itself (the golden vectors); a plugin that
 // cannot even be started is a failed "protocol/handshake" in the report.
 func Certify(ctx context.Context, pluginPath string, opts Options) (*Report, error) {
+	return certify(ctx, pluginPath, "protocol/handshake", opts, func() (*suite, error) {
+		return newPluginSuite(ctx, pluginPath, opts)
+	})
+}
+
+// CertifyBackend is Certify for a backend in this process (see RunBackend):
+// a newBackend that panics or a GetInfo that fails is a failed
+// "protocol/getinfo" in the report.
+func CertifyBackend(ctx context.Context, newBackend func() sdk.Backend, opts Options) (*Report, error) {
+	return certify(ctx, "", "protocol/getinfo", opts, func() (*suite, error) {
+		return newInProcessSuite(ctx, newBackend, opts)
+	})
+}
+
+// certify runs the suite newSuite builds; startCheck names the check that
+// fails when the first backend cannot be started or described.
+func certify(ctx context.Context, plugin, startCheck string, opts Options, newSuite func() (*suite, error)) (*Report, error) {
 	started := time.Now()
-	rep := &Report{Plugin: pluginPath, Started: started}
+	rep := &Report{Plugin: plugin, Started: started}
 	if _, err := loadGolden(); err != nil {
 		return nil, fmt.Errorf("conformance: golden vectors: %w", err)
 	}
-	s, err := newSuite(ctx, pluginPath, opts)
+	s, err := newSuite()
 	if err != nil {
-		rep.add(Result{Name: "protocol/handshake", Status: StatusFail, Reason: err.Error(), Duration: time.Since(started)})
+		fail := check{name: startCheck, profile: ProfileCore}
+		rep.add(Result{Name: startCheck, Status: StatusFail, Reason: err.Error(), Duration: time.Since(started)})
+		rep.certify(nil, []check{fail})
 		rep.Seconds = time.Since(started).Seconds()
 		return rep, nil
 	}
@@ -215,11 +353,12 @@ func Certify(ctx context.Context, pluginPath string, opts Options) (*Report, err
 	if raw, err := protojson.Marshal(s.info); err == nil {
 		rep.Info = raw
 	}
+	rep.Notes = s.notes
 	for _, d := range s.dtypes {
 		rep.DTypes = append(rep.DTypes, dtypeLabel(d))
 	}
-	if p, err := s.reference(); err == nil {
-		rep.Reference = p
+	if _, label, err := s.reference(); err == nil {
+		rep.Reference = label
 	}
 	plan := s.plan()
 	for i, ck := range plan {
@@ -234,6 +373,7 @@ func Certify(ctx context.Context, pluginPath string, opts Options) (*Report, err
 			opts.Progress(i+1, len(plan), rep.Results[len(rep.Results)-1])
 		}
 	}
+	rep.certify(s.info.GetCapabilities(), plan)
 	rep.Seconds = time.Since(started).Seconds()
 	return rep, nil
 }
@@ -241,19 +381,7 @@ func Certify(ctx context.Context, pluginPath string, opts Options) (*Report, err
 func (s *suite) runRecorded(ctx context.Context, ck check) Result {
 	rec := &recorder{}
 	start := time.Now()
-	var summary string
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				if _, ok := p.(stopCheck); !ok {
-					rec.failed = true
-					rec.errs = append(rec.errs, fmt.Sprintf("check panicked: %v\n%s", p, debug.Stack()))
-					s.dropShared()
-				}
-			}
-		}()
-		summary = s.runCheck(ctx, rec, ck).summaryLine()
-	}()
+	summary := s.runCheck(ctx, rec, ck).summaryLine()
 	res := Result{Name: ck.name, Duration: time.Since(start), Details: rec.logs}
 	if summary != "" {
 		res.Details = append([]string{summary}, rec.logs...)
@@ -270,11 +398,17 @@ func (s *suite) runRecorded(ctx context.Context, ck check) Result {
 }
 
 // runCheck runs one check; Fatalf and Skipf leave it early (through
-// runtime.Goexit under testing, a stopCheck panic under Certify).
-func (s *suite) runCheck(ctx context.Context, rep reporter, ck check) *chk {
+// runtime.Goexit under testing, a stopCheck panic under Certify). A panic of
+// the check — or of an in-process backend under it — fails the check alone.
+func (s *suite) runCheck(ctx context.Context, rep reporter, ck check) (c *chk) {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
-	c := &chk{reporter: rep, ctx: ctx, s: s}
+	c = &chk{reporter: rep, ctx: ctx, s: s}
 	defer func() {
+		if p := recover(); p != nil {
+			if _, stop := p.(stopCheck); !stop {
+				rep.Errorf("check panicked: %v\n%s", p, debug.Stack())
+			}
+		}
 		cancel()
 		for i := len(c.cleanups) - 1; i >= 0; i-- {
 			c.cleanups[i]()
@@ -362,51 +496,84 @@ func (c *chk) summaryLine() string {
 
 func (c *chk) cleanup(f func()) { c.cleanups = append(c.cleanups, f) }
 
-// backend returns the shared plugin process, starting one if needed.
-func (c *chk) backend() *sdk.Client {
+// backend returns the shared backend, starting one if needed.
+func (c *chk) backend() sdk.Backend {
 	c.Helper()
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shared != nil && s.shared.Exited() {
-		s.shared.Kill()
+	if s.shared != nil && s.src.exited(s.shared) {
+		s.src.discard(s.shared)
 		s.shared = nil
 	}
 	if s.shared == nil {
-		cl, err := s.start(c.ctx, s.path, s.opts.Env)
+		b, err := s.src.open(c.ctx)
 		if err != nil {
-			c.Fatalf("start %s: %v", s.path, err)
+			c.Fatalf("start %s: %v", s.label, err)
 		}
-		s.shared = cl
+		s.shared = b
 	}
 	return s.shared
 }
 
-// fresh starts a plugin process of the backend under test for this check
-// alone; it is stopped when the check ends.
-func (c *chk) fresh() *sdk.Client {
+// fresh starts a backend under test for this check alone (a new plugin
+// process, or a new in-process backend); it is stopped when the check ends.
+func (c *chk) fresh() sdk.Backend {
 	c.Helper()
-	cl, err := c.s.start(c.ctx, c.s.path, c.s.opts.Env)
-	if err != nil {
-		c.Fatalf("start %s: %v", c.s.path, err)
-	}
-	c.cleanup(func() { _ = cl.Close() })
-	return cl
+	b, _ := c.freshClosable()
+	return b
 }
 
-// referenceBackend starts the CPU reference plugin for this check, or skips.
-func (c *chk) referenceBackend() *sdk.Client {
+// freshClosable is fresh with a function that stops the backend before the
+// check ends (later calls, and the check's end, do nothing more).
+func (c *chk) freshClosable() (sdk.Backend, func() error) {
 	c.Helper()
-	p, err := c.s.reference()
+	b, err := c.s.src.open(c.ctx)
 	if err != nil {
-		c.Skipf("no CPU reference plugin to compare with (set Options.ReferencePlugin / --reference): %v", err)
+		c.Fatalf("start %s: %v", c.s.label, err)
 	}
-	cl, err := c.s.start(c.ctx, p, nil)
+	var once sync.Once
+	var closeErr error
+	closeB := func() error {
+		once.Do(func() { closeErr = c.s.src.close(b) })
+		return closeErr
+	}
+	c.cleanup(func() { _ = closeB() })
+	return b, closeB
+}
+
+// newInstance says what fresh starts, for messages.
+func (c *chk) newInstance() string {
+	if c.s.inProcess() {
+		return "a new backend from newBackend()"
+	}
+	return "a new plugin process"
+}
+
+// needProcess skips the check unless the backend under test is a plugin
+// process (why names what needs one), and returns how to start it.
+func (c *chk) needProcess(why string) pluginSource {
+	c.Helper()
+	p, ok := c.s.src.(pluginSource)
+	if !ok {
+		c.Skipf("needs the backend as a separate plugin process (%s); conformance.Run covers it on the built plugin", why)
+	}
+	return p
+}
+
+// referenceBackend starts the CPU reference backend for this check, or skips.
+func (c *chk) referenceBackend() sdk.Backend {
+	c.Helper()
+	src, label, err := c.s.reference()
 	if err != nil {
-		c.Fatalf("start reference plugin %s: %v", p, err)
+		c.Skipf("no CPU reference backend to compare with (set Options.NewReference or ReferencePlugin / --reference): %v", err)
 	}
-	c.cleanup(func() { _ = cl.Close() })
-	return cl
+	b, err := src.open(c.ctx)
+	if err != nil {
+		c.Fatalf("start the reference backend %s: %v", label, err)
+	}
+	c.cleanup(func() { _ = src.close(b) })
+	return b
 }
 
 func (c *chk) caps() *pb.Capabilities { return c.s.info.GetCapabilities() }

@@ -64,6 +64,21 @@ func F32Values(b []byte) ([]float32, error) {
 	return v, nil
 }
 
+// F32ToBF16 rounds an IEEE binary32 value to bfloat16 with round-to-nearest-
+// even, as PyTorch does; NaNs stay NaN (quieted, sign kept). It is the one
+// rounding every part of mypt uses for BF16 state, so a backend converting
+// with it agrees bit for bit with checkpoints and the conformance suite.
+func F32ToBF16(f float32) uint16 {
+	bits := math.Float32bits(f)
+	if f != f {
+		return uint16(bits>>16) | 0x0040
+	}
+	// Adding 0x7FFF plus the lowest kept bit rounds ties to even; a carry
+	// into the exponent is the correct result (up to and including Inf).
+	bits += 0x7FFF + (bits>>16)&1
+	return uint16(bits >> 16)
+}
+
 // TensorList is a StateReader over tensors held in memory.
 type TensorList struct {
 	Head    *pb.StateHeader

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"testing"
 
@@ -87,6 +88,32 @@ func TestAssemblerRejects(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// Bit patterns worked out by hand from the IEEE layouts (core/checkpoint's
+// tests also hold this function to PyTorch over every pattern class).
+func TestF32ToBF16(t *testing.T) {
+	for _, c := range []struct {
+		in   uint32
+		want uint16
+		why  string
+	}{
+		{0x3F800000, 0x3F80, "1.0 is exact"},
+		{0xC0490FDB, 0xC049, "-pi: dropped bits 0x0FDB < half, round down"},
+		{0x3F808000, 0x3F80, "tie, kept LSB 0 (even): stays"},
+		{0x3F818000, 0x3F82, "tie, kept LSB 1 (odd): rounds up to even"},
+		{0x3F808001, 0x3F81, "just above the tie: up"},
+		{0x7F7FFFFF, 0x7F80, "max float32 rounds up to +Inf"},
+		{0x00000001, 0x0000, "smallest f32 subnormal rounds to +0"},
+		{0x80000000, 0x8000, "-0 keeps its sign"},
+		{0xFF800000, 0xFF80, "-Inf"},
+		{0xFFC00001, 0xFFC0, "a negative quiet NaN keeps sign and stays NaN"},
+		{0x7F800001, 0x7FC0, "a signalling NaN whose payload sits in the dropped bits is quieted, not turned into Inf"},
+	} {
+		if got := F32ToBF16(math.Float32frombits(c.in)); got != c.want {
+			t.Errorf("F32ToBF16(%08x) = %04x, want %04x (%s)", c.in, got, c.want, c.why)
 		}
 	}
 }

@@ -5,7 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mypt/mypt/backends/internal/goldentest"
+	"github.com/mypt/mypt/conformance"
+	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 	"google.golang.org/grpc/codes"
@@ -14,7 +15,7 @@ import (
 // Prefill + Decode logits equal the full forward's logits at every position.
 func TestKVCacheMatchesFullForward(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		t.Run(g.Case, func(t *testing.T) {
 			b := newGoldenBackend(t, g)
 			T := int(g.Batch.SeqLen)
@@ -30,7 +31,7 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			goldentest.AssertClose(t, "prefill logits", pre.Logits, full.Logits[:prompt*V], 1e-5, 1e-4)
+			conformance.AssertClose(t, "prefill logits", pre.Logits, full.Logits[:prompt*V], conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
 			for i := prompt; i < T; i++ {
 				d, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: pre.CacheHandle, Token: tokens[i]})
 				if err != nil {
@@ -39,7 +40,7 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 				if d.Length != uint32(i+1) {
 					t.Fatalf("length %d, want %d", d.Length, i+1)
 				}
-				goldentest.AssertClose(t, "decode logits", d.Logits, full.Logits[i*V:(i+1)*V], 1e-5, 1e-4)
+				conformance.AssertClose(t, "decode logits", d.Logits, full.Logits[i*V:(i+1)*V], conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
 			}
 			// a cache of capacity T is now full
 			small, err := b.Prefill(ctx, &pb.PrefillRequest{Tokens: tokens[:2], Capacity: 2})
@@ -65,7 +66,7 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 // Same dropout seed ⇒ same result; another seed ⇒ another result; dropout off in Evaluate.
 func TestDropoutSeeded(t *testing.T) {
 	ctx := context.Background()
-	g := goldentest.Cases(t)[0]
+	g := golden.Cases(t)[0]
 	g.Model.Dropout = 0.3
 	b := newGoldenBackend(t, g)
 	run := func(seed uint64) float64 {
@@ -86,14 +87,14 @@ func TestDropoutSeeded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if goldentest.RelErr(ev.LossSum, g.LossSum) > goldentest.F32.LossRtol {
+	if conformance.RelErr(ev.LossSum, g.LossSum, 1e-12) > f32.Loss {
 		t.Fatalf("Evaluate with dropout configured: %v, want the dropout-free %v", ev.LossSum, g.LossSum)
 	}
 }
 
 func TestValidation(t *testing.T) {
 	ctx := context.Background()
-	g := goldentest.Cases(t)[0]
+	g := golden.Cases(t)[0]
 
 	if _, err := New(Options{}).ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch()}); sdk.Code(err) != codes.FailedPrecondition {
 		t.Errorf("ForwardBackward before Configure: %v", err)

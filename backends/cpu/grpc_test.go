@@ -5,7 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mypt/mypt/backends/internal/goldentest"
+	"github.com/mypt/mypt/conformance"
+	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 	"github.com/mypt/mypt/sdk/sdktesting"
@@ -15,7 +16,7 @@ import (
 // The backend behind the real gRPC adapter: state streams, gradients and status codes.
 func TestOverGRPC(t *testing.T) {
 	ctx := context.Background()
-	g := goldentest.Cases(t)[0]
+	g := golden.Cases(t)[0]
 	c := sdktesting.Connect(t, New(Options{Threads: 2}))
 	info, err := c.GetInfo(ctx, nil)
 	if err != nil || info.Name != "cpu" {
@@ -31,12 +32,12 @@ func TestOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if goldentest.RelErr(fb.LossSum, g.LossSum) > goldentest.F32.LossRtol {
+	if conformance.RelErr(fb.LossSum, g.LossSum, 1e-12) > f32.Loss {
 		t.Errorf("loss_sum %v, want %v", fb.LossSum, g.LossSum)
 	}
-	grads := goldentest.State(t, c, pb.TensorRole_TENSOR_ROLE_GRAD)
+	grads := sdktesting.State(t, c, pb.TensorRole_TENSOR_ROLE_GRAD)
 	for _, p := range g.Model.Params {
-		goldentest.AssertClose(t, "grad "+p.Name, grads["TENSOR_ROLE_GRAD/"+p.Name], g.F32("grad."+p.Name), goldentest.F32.GradAtol, goldentest.F32.GradRtol)
+		conformance.AssertClose(t, "grad "+p.Name, grads["TENSOR_ROLE_GRAD/"+p.Name], g.F32("grad."+p.Name), f32.Grads)
 	}
 	bad := g.NewBatch()
 	bad.Tokens[17] = -1

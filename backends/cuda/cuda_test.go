@@ -12,11 +12,12 @@ import (
 	"github.com/mypt/mypt/backends/cuda/device"
 	"github.com/mypt/mypt/backends/cuda/driver"
 	"github.com/mypt/mypt/backends/cuda/kernels"
-	"github.com/mypt/mypt/backends/internal/goldentest"
+	"github.com/mypt/mypt/conformance"
 	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	"github.com/mypt/mypt/sdk/backendkit"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
+	"github.com/mypt/mypt/sdk/sdktesting"
 	"google.golang.org/grpc/codes"
 )
 
@@ -24,12 +25,12 @@ import (
 // without preallocating for a batch size.
 func configure(t *testing.T, b sdk.Backend, g *golden.Case, precision *pb.Precision) {
 	t.Helper()
-	goldentest.Open(t, g, b, func(r *pb.ConfigureRequest) { r.MaxBatchSize, r.Precision = 0, precision })
+	golden.Open(t, g, b, func(r *pb.ConfigureRequest) { r.MaxBatchSize, r.Precision = 0, precision })
 }
 
 func grads(t *testing.T, b sdk.Backend) map[string][]float32 {
 	t.Helper()
-	return goldentest.State(t, b, pb.TensorRole_TENSOR_ROLE_GRAD)
+	return sdktesting.State(t, b, pb.TensorRole_TENSOR_ROLE_GRAD)
 }
 
 // Dropout and NEFTune masks are the CPU backend's (same hash, same indices): with dropout
@@ -37,7 +38,7 @@ func grads(t *testing.T, b sdk.Backend) map[string][]float32 {
 // CPU reference backend's to float32 rounding.
 func TestDropoutNEFTuneMatchCPU(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		if !g.Batch.Packed {
 			continue
 		}
@@ -56,15 +57,15 @@ func TestDropoutNEFTuneMatchCPU(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e := goldentest.RelErr(a.LossSum, b.LossSum); e > 1e-5 {
+			if e := conformance.RelErr(a.LossSum, b.LossSum, 1e-12); e > 1e-5 {
 				t.Errorf("loss_sum %v, CPU %v", a.LossSum, b.LossSum)
 			}
-			if goldentest.RelErr(a.LossSum, g.LossSum) < 1e-3 {
+			if conformance.RelErr(a.LossSum, g.LossSum, 1e-12) < 1e-3 {
 				t.Errorf("loss_sum %v equals the dropout-free loss: dropout not applied", a.LossSum)
 			}
 			ga, gb := grads(t, gpu), grads(t, ref)
 			for name, want := range gb {
-				goldentest.AssertClose(t, name, ga[name], want, goldentest.F32.GradAtol, goldentest.F32.GradRtol)
+				conformance.AssertClose(t, name, ga[name], want, f32.Grads)
 			}
 		})
 	}
@@ -73,7 +74,7 @@ func TestDropoutNEFTuneMatchCPU(t *testing.T) {
 // Prefill (all logits) and Decode reproduce Evaluate's logits at every position.
 func TestKVCacheMatchesEvaluate(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		if g.Batch.Packed {
 			continue
 		}
@@ -99,7 +100,7 @@ func TestKVCacheMatchesEvaluate(t *testing.T) {
 				}
 				got = append(got, d.Logits...)
 			}
-			goldentest.AssertClose(t, "cached logits", got, ev.Logits[:T*V], 1e-5, 1e-4)
+			conformance.AssertClose(t, "cached logits", got, ev.Logits[:T*V], conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
 			if _, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: 1}); sdk.Code(err) != codes.FailedPrecondition {
 				t.Errorf("decode into a full cache: %v, want FAILED_PRECONDITION", err)
 			}
@@ -117,7 +118,7 @@ func TestKVCacheMatchesEvaluate(t *testing.T) {
 // within bf16-scale bounds of the float64 oracle.
 func TestBF16Golden(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		t.Run(g.Case, func(t *testing.T) {
 			b := New(Options{Fake: true})
 			configure(t, b, g, &pb.Precision{ComputeDtype: pb.DType_DTYPE_BF16})
@@ -134,10 +135,10 @@ func TestBF16Golden(t *testing.T) {
 			if worst > 0.03*maxAbs+0.02 {
 				t.Errorf("bf16 logits: worst error %.3g (max |logit| %.3g)", worst, maxAbs)
 			}
-			if e := goldentest.RelErr(ev.LossSum, g.LossSum); e > 1e-2 {
+			if e := conformance.RelErr(ev.LossSum, g.LossSum, 1e-12); e > 1e-2 {
 				t.Errorf("bf16 loss_sum %v, want %v (rel %.2g)", ev.LossSum, g.LossSum, e)
 			}
-			t.Logf("bf16 logits worst abs error %.3g (max |logit| %.3g), loss rel error %.2g", worst, maxAbs, goldentest.RelErr(ev.LossSum, g.LossSum))
+			t.Logf("bf16 logits worst abs error %.3g (max |logit| %.3g), loss rel error %.2g", worst, maxAbs, conformance.RelErr(ev.LossSum, g.LossSum, 1e-12))
 		})
 	}
 }
@@ -146,7 +147,7 @@ func TestBF16Golden(t *testing.T) {
 func TestStepKernelOrder(t *testing.T) {
 	ctx := context.Background()
 	var g *golden.Case
-	for _, c := range goldentest.Cases(t) {
+	for _, c := range golden.Cases(t) {
 		if c.Case == "llama_tied" {
 			g = c
 		}
@@ -215,7 +216,7 @@ func TestKernelsHaveTwins(t *testing.T) {
 func TestEveryKernelLaunched(t *testing.T) {
 	ctx := context.Background()
 	launched := map[string]bool{}
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		g.Model.Dropout, g.Model.NeftuneAlpha = 0.1, 5
 		b := New(Options{Fake: true})
 		configure(t, b, g, nil)
@@ -259,7 +260,7 @@ func TestNoGPUError(t *testing.T) {
 	if sdk.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "libcuda.so.1 not found") {
 		t.Fatalf("GetInfo without a driver: %v", err)
 	}
-	g := goldentest.Cases(t)[0]
+	g := golden.Cases(t)[0]
 	_, err = b.Configure(context.Background(), &pb.ConfigureRequest{Model: g.Spec(), Optimizer: &pb.OptimizerSpec{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8}})
 	if sdk.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("Configure without a driver: %v", err)

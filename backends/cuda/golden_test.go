@@ -3,24 +3,28 @@ package cuda
 import (
 	"testing"
 
-	"github.com/mypt/mypt/backends/internal/goldentest"
+	"github.com/mypt/mypt/backends/cpu"
+	"github.com/mypt/mypt/conformance"
 	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	"github.com/mypt/mypt/sdk/backendkit"
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
-// The PyTorch golden vectors (backends/internal/goldentest) on the fake device, with the
-// float32 tolerances.
-var goldenSuite = goldentest.Suite{New: func(testing.TB) sdk.Backend { return New(Options{Fake: true}) }, Tol: goldentest.F32}
+// TestConformance runs the conformance suite on the fake device in process, in every
+// compute dtype the backend declares (F32 and BF16), with the suite's tolerances and the
+// CPU backend in process as the portability reference.
+func TestConformance(t *testing.T) {
+	conformance.RunBackend(t, func() sdk.Backend { return New(Options{Fake: true}) }, conformance.Options{
+		NewReference: func() sdk.Backend { return cpu.New(cpu.Options{Threads: 2}) },
+	})
+}
 
-func TestGoldenForwardBackward(t *testing.T) { goldenSuite.ForwardBackward(t) }
-func TestGoldenAccumulation(t *testing.T)    { goldenSuite.Accumulation(t) }
-func TestGoldenAdamW(t *testing.T)           { goldenSuite.AdamW(t) }
-func TestGoldenTrajectory(t *testing.T)      { goldenSuite.Trajectory(t) }
-func TestZeroWeights(t *testing.T)           { goldenSuite.ZeroWeights(t) }
-func TestFrozen(t *testing.T)                { goldenSuite.Frozen(t) }
+// f32 are the suite's float32 tolerances, which this package's own tests hold the
+// backend to as well.
+var f32 = conformance.DefaultTolerances(pb.DType_DTYPE_F32)
 
 // newGoldenBackend is a fake-device backend configured for g with its initial parameters.
 func newGoldenBackend(t testing.TB, g *golden.Case) *backendkit.Backend {
-	return goldentest.Open(t, g, New(Options{Fake: true}))
+	return golden.Open(t, g, New(Options{Fake: true}))
 }

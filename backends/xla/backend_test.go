@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/mypt/mypt/backends/cpu"
-	"github.com/mypt/mypt/backends/internal/goldentest"
+	"github.com/mypt/mypt/conformance"
 	"github.com/mypt/mypt/conformance/golden"
 	"github.com/mypt/mypt/sdk"
 	"github.com/mypt/mypt/sdk/backendkit"
@@ -83,7 +83,7 @@ func randomBatch(g *golden.Case, bsz, seq int, seed uint64) *pb.Batch {
 // gradients, correct counts and three AdamW steps must agree.
 func TestCrossCheckCPU(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		if g.Case != "gpt2_packed" && g.Case != "llama_untied_bias_packed" && g.Case != "llama_tied" {
 			continue
 		}
@@ -101,8 +101,8 @@ func TestCrossCheckCPU(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			goldentest.AssertClose(t, "logits", ex.Logits, er.Logits, 1e-5, 1e-4)
-			if goldentest.RelErr(ex.LossSum, er.LossSum) > 1e-5 || ex.WeightSum != er.WeightSum || ex.Counted != er.Counted {
+			conformance.AssertClose(t, "logits", ex.Logits, er.Logits, conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
+			if conformance.RelErr(ex.LossSum, er.LossSum, 1e-12) > 1e-5 || ex.WeightSum != er.WeightSum || ex.Counted != er.Counted {
 				t.Errorf("Evaluate %v/%v/%d, cpu %v/%v/%d", ex.LossSum, ex.WeightSum, ex.Counted, er.LossSum, er.WeightSum, er.Counted)
 			}
 			if d := int(ex.Correct) - int(er.Correct); d < -1 || d > 1 { // an argmax near-tie may differ
@@ -119,15 +119,15 @@ func TestCrossCheckCPU(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if goldentest.RelErr(fx.LossSum, fr.LossSum) > 1e-5 {
+					if conformance.RelErr(fx.LossSum, fr.LossSum, 1e-12) > 1e-5 {
 						t.Errorf("step %d loss_sum %v, cpu %v", step, fx.LossSum, fr.LossSum)
 					}
 				}
 				if step == 0 {
-					gr, gx := goldentest.State(t, ref, pb.TensorRole_TENSOR_ROLE_GRAD), goldentest.State(t, x, pb.TensorRole_TENSOR_ROLE_GRAD)
+					gr, gx := sdktesting.State(t, ref, pb.TensorRole_TENSOR_ROLE_GRAD), sdktesting.State(t, x, pb.TensorRole_TENSOR_ROLE_GRAD)
 					for _, p := range g.Model.Params {
 						k := "TENSOR_ROLE_GRAD/" + p.Name
-						goldentest.AssertClose(t, "grad "+p.Name, gx[k], gr[k], 1e-6, 2e-3)
+						conformance.AssertClose(t, "grad "+p.Name, gx[k], gr[k], conformance.Tolerance{Atol: 1e-6, Rtol: 2e-3})
 					}
 				}
 				req := &pb.OptimizerStepRequest{LearningRate: 1e-2, WeightDecay: 0.1, ClipNorm: 0.5}
@@ -139,11 +139,11 @@ func TestCrossCheckCPU(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if goldentest.RelErr(sx.GradNorm, sr.GradNorm) > 1e-4 || sx.OptimizerSteps != sr.OptimizerSteps {
+				if conformance.RelErr(sx.GradNorm, sr.GradNorm, 1e-12) > 1e-4 || sx.OptimizerSteps != sr.OptimizerSteps {
 					t.Errorf("step %d grad_norm %v (steps %d), cpu %v (%d)", step, sx.GradNorm, sx.OptimizerSteps, sr.GradNorm, sr.OptimizerSteps)
 				}
 			}
-			pr, px := goldentest.State(t, ref), goldentest.State(t, x)
+			pr, px := sdktesting.State(t, ref), sdktesting.State(t, x)
 			for _, p := range g.Model.Params {
 				for _, role := range []string{"TENSOR_ROLE_PARAM/", "TENSOR_ROLE_ADAM_M/", "TENSOR_ROLE_ADAM_V/"} {
 					atol := map[string]float64{"TENSOR_ROLE_PARAM/": 1e-2 * 3 * 5e-3, "TENSOR_ROLE_ADAM_M/": 1e-7, "TENSOR_ROLE_ADAM_V/": 1e-10}[role]
@@ -156,7 +156,7 @@ func TestCrossCheckCPU(t *testing.T) {
 							atol = max(atol, 1e-3*math.Abs(float64(w)))
 						}
 					}
-					goldentest.AssertClose(t, role+p.Name, px[role+p.Name], want, atol, 4e-3)
+					conformance.AssertClose(t, role+p.Name, px[role+p.Name], want, conformance.Tolerance{Atol: atol, Rtol: 4e-3})
 				}
 			}
 		})
@@ -167,7 +167,7 @@ func TestCrossCheckCPU(t *testing.T) {
 // every position, for both architectures.
 func TestKVCacheMatchesForward(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		if g.Case != "gpt2_untied_bias" && g.Case != "llama_untied_bias_packed" {
 			continue
 		}
@@ -186,7 +186,7 @@ func TestKVCacheMatchesForward(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			goldentest.AssertClose(t, "prefill logits", pf.Logits, full.Logits[:P*V], 1e-5, 1e-4)
+			conformance.AssertClose(t, "prefill logits", pf.Logits, full.Logits[:P*V], conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
 			for i := P; i < T; i++ {
 				d, err := x.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: bt.Tokens[i]})
 				if err != nil {
@@ -195,7 +195,7 @@ func TestKVCacheMatchesForward(t *testing.T) {
 				if int(d.Length) != i+1 {
 					t.Fatalf("length %d after decoding position %d", d.Length, i)
 				}
-				goldentest.AssertClose(t, "decode logits", d.Logits, full.Logits[i*V:(i+1)*V], 1e-5, 1e-4)
+				conformance.AssertClose(t, "decode logits", d.Logits, full.Logits[i*V:(i+1)*V], conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
 			}
 			_, err = x.Decode(ctx, &pb.DecodeRequest{CacheHandle: pf.CacheHandle, Token: 1})
 			if sdk.Code(err).String() != "FailedPrecondition" {
@@ -215,7 +215,7 @@ func TestKVCacheMatchesForward(t *testing.T) {
 // TestDropout: dropout masks are a function of dropout_seed; dropout changes the loss.
 func TestDropout(t *testing.T) {
 	ctx := context.Background()
-	g := goldentest.Cases(t)[0]
+	g := golden.Cases(t)[0]
 	x := sdktesting.Connect(t, New(Options{}))
 	randomSetup(t, x, g, 1, 0.3)
 	bt := randomBatch(g, 2, 8, 1)
@@ -252,7 +252,7 @@ func TestInfoAndErrors(t *testing.T) {
 	if _, err := x.ForwardBackward(ctx, &pb.ForwardBackwardRequest{}); sdk.Code(err).String() != "FailedPrecondition" {
 		t.Errorf("ForwardBackward before Configure: %v", err)
 	}
-	g := goldentest.Cases(t)[0]
+	g := golden.Cases(t)[0]
 	randomSetup(t, x, g, 1, 0)
 	bt := randomBatch(g, 1, 4, 1)
 	bt.Tokens[2] = int32(g.Model.VocabSize)
@@ -270,7 +270,7 @@ func TestInfoAndErrors(t *testing.T) {
 
 func TestZeroWeightsNoNaN(t *testing.T) {
 	ctx := context.Background()
-	g := goldentest.Cases(t)[3]
+	g := golden.Cases(t)[3]
 	x := sdktesting.Connect(t, New(Options{}))
 	randomSetup(t, x, g, 2, 0)
 	bt := randomBatch(g, 2, 6, 2)
@@ -294,7 +294,7 @@ func TestZeroWeightsNoNaN(t *testing.T) {
 // conformance on a PJRT engine covers those.
 func TestSlicePathForward(t *testing.T) {
 	ctx := context.Background()
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		if g.Case != "gpt2_untied_bias" && g.Case != "llama_untied_bias_packed" {
 			continue
 		}
@@ -319,8 +319,8 @@ func TestSlicePathForward(t *testing.T) {
 			}
 			oneHotEval, oneHotPrefill := logits(false)
 			sliceEval, slicePrefill := logits(true)
-			goldentest.AssertClose(t, "evaluate logits", sliceEval, oneHotEval, 1e-6, 1e-5)
-			goldentest.AssertClose(t, "prefill logits", slicePrefill, oneHotPrefill, 1e-6, 1e-5)
+			conformance.AssertClose(t, "evaluate logits", sliceEval, oneHotEval, conformance.Tolerance{Atol: 1e-6, Rtol: 1e-5})
+			conformance.AssertClose(t, "prefill logits", slicePrefill, oneHotPrefill, conformance.Tolerance{Atol: 1e-6, Rtol: 1e-5})
 		})
 	}
 }
@@ -334,7 +334,7 @@ func TestLMHeadWithoutBias(t *testing.T) {
 		s.NoLmHeadBias = true
 		s.Params = slices.DeleteFunc(s.Params, func(p *pb.ParamSpec) bool { return p.Name == "lm_head.bias" })
 	}
-	for _, g := range goldentest.Cases(t) {
+	for _, g := range golden.Cases(t) {
 		if g.Case != "llama_tied" && g.Case != "gpt2_untied_bias" {
 			continue
 		}
@@ -352,7 +352,7 @@ func TestLMHeadWithoutBias(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			goldentest.AssertClose(t, "logits", ex.Logits, er.Logits, 1e-5, 1e-4)
+			conformance.AssertClose(t, "logits", ex.Logits, er.Logits, conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
 			V := int(g.Model.VocabSize)
 			rows := []uint32{20, 0, 7, 7}
 			ep, err := x.Evaluate(ctx, &pb.EvaluateRequest{Batch: bt, ReturnLogits: true, LogitPositions: rows})
@@ -363,7 +363,7 @@ func TestLMHeadWithoutBias(t *testing.T) {
 				t.Fatalf("%d logits for %d positions, want %d", len(ep.Logits), len(rows), len(rows)*V)
 			}
 			for i, r := range rows {
-				goldentest.AssertClose(t, "logit_positions row", ep.Logits[i*V:(i+1)*V], ex.Logits[int(r)*V:(int(r)+1)*V], 0, 0)
+				conformance.AssertClose(t, "logit_positions row", ep.Logits[i*V:(i+1)*V], ex.Logits[int(r)*V:(int(r)+1)*V], conformance.Tolerance{Atol: 0, Rtol: 0})
 			}
 			fr, err := ref.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: bt, GradScale: 0.05})
 			if err != nil {
@@ -373,16 +373,16 @@ func TestLMHeadWithoutBias(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if goldentest.RelErr(fx.LossSum, fr.LossSum) > 1e-5 {
+			if conformance.RelErr(fx.LossSum, fr.LossSum, 1e-12) > 1e-5 {
 				t.Errorf("loss_sum %v, cpu %v", fx.LossSum, fr.LossSum)
 			}
-			gr, gx := goldentest.State(t, ref, pb.TensorRole_TENSOR_ROLE_GRAD), goldentest.State(t, x, pb.TensorRole_TENSOR_ROLE_GRAD)
+			gr, gx := sdktesting.State(t, ref, pb.TensorRole_TENSOR_ROLE_GRAD), sdktesting.State(t, x, pb.TensorRole_TENSOR_ROLE_GRAD)
 			if len(gx) != len(g.Model.Params)-1 || len(gx) != len(gr) {
 				t.Errorf("%d gradient tensors, cpu %d, want %d", len(gx), len(gr), len(g.Model.Params)-1)
 			}
 			for _, p := range g.Model.Params {
 				if k := "TENSOR_ROLE_GRAD/" + p.Name; p.Name != "lm_head.bias" {
-					goldentest.AssertClose(t, "grad "+p.Name, gx[k], gr[k], 1e-6, 2e-3)
+					conformance.AssertClose(t, "grad "+p.Name, gx[k], gr[k], conformance.Tolerance{Atol: 1e-6, Rtol: 2e-3})
 				}
 			}
 		})
@@ -393,7 +393,7 @@ func TestLMHeadWithoutBias(t *testing.T) {
 // one per Decode; a cache must take more) gives the full forward's logits at each of them.
 func TestKVCacheExtendSeveral(t *testing.T) {
 	ctx := context.Background()
-	g := goldentest.Cases(t)[0]
+	g := golden.Cases(t)[0]
 	spec := g.Spec()
 	a, err := modelspec.Validate(spec)
 	if err != nil {
@@ -448,5 +448,5 @@ func TestKVCacheExtendSeveral(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	goldentest.AssertClose(t, "extended logits", append(pre, rest...), full, 1e-5, 1e-4)
+	conformance.AssertClose(t, "extended logits", append(pre, rest...), full, conformance.Tolerance{Atol: 1e-5, Rtol: 1e-4})
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/discovery"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 

@@ -2,16 +2,22 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/mypt/mypt/conformance"
-	"github.com/mypt/mypt/core/discovery"
+	"github.com/mypt/mypt/core/checkpoint"
+	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/discovery"
+	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
 func newConformanceCmd() *cobra.Command {
@@ -28,12 +34,17 @@ func newConformanceCmd() *cobra.Command {
 streams, Shutdown), numerics against the PyTorch golden vectors for both
 architectures, loss-mask semantics, gradient accumulation, determinism and
 dropout, the KV cache, checkpoint portability to and from the CPU reference
-backend, and robustness when the plugin dies.
+backend (through a real checkpoint on disk), and robustness when the plugin
+dies.
 
 Each check passes, fails or is skipped because the backend does not declare
-the capability it needs. The table goes to stdout; --report writes every
-result as JSON. The exit status is 1 when any check fails. See
-docs/CONFORMANCE.md for every check and its tolerance.`,
+the capability it needs, and belongs to a profile (core, training, kv-cache,
+packed, dropout, deterministic, frozen, portability, bf16, f16). A declared
+profile is certified when none of its checks failed and some passed. The
+table of checks and the table of profiles go to stdout; --report writes
+every result as JSON. The exit status is 1 when any check fails or the
+backend certifies no profile mypt can use (core). See docs/CONFORMANCE.md
+for every check and its tolerance.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			finder := discovery.FromEnvironment()
@@ -41,7 +52,9 @@ docs/CONFORMANCE.md for every check and its tolerance.`,
 			if err != nil {
 				return err
 			}
-			opts := conformance.Options{ReferencePlugin: reference}
+			opts := conformance.Options{ReferencePlugin: reference,
+				// the portability checks prove real checkpoint round trips, as mypt train resumes
+				Checkpointer: diskCheckpointer{log: slog.Default()}}
 			if slog.Default().Enabled(context.Background(), slog.LevelDebug) {
 				opts.Logger = slog.Default()
 			}
@@ -80,8 +93,11 @@ docs/CONFORMANCE.md for every check and its tolerance.`,
 			if err := cmd.Context().Err(); err != nil {
 				return fmt.Errorf("conformance run interrupted: %w", err)
 			}
-			if rep.Failed() {
+			if rep.Summary.Failed > 0 {
 				return fmt.Errorf("backend %s is not conformant: %d of %d checks failed", backend, rep.Summary.Failed, len(rep.Results))
+			}
+			if rep.Failed() {
+				return fmt.Errorf("backend %s is not usable by mypt: %s", backend, rep.Unusable)
 			}
 			return nil
 		},
@@ -108,4 +124,70 @@ func writeReport(path string, rep *conformance.Report) error {
 		return fmt.Errorf("--report %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// diskCheckpointer hands the portability checks' state over through a real
+// checkpoint: written by core/checkpoint as mypt train saves, opened and read
+// back as a resumed run loads it.
+type diskCheckpointer struct{ log *slog.Logger }
+
+func (diskCheckpointer) String() string { return "a checkpoint on disk (core/checkpoint)" }
+
+func (d diskCheckpointer) Store(_ context.Context, spec *pb.ModelSpec, write func(sdk.StateWriter) error) (conformance.StoredState, error) {
+	tmp, err := os.MkdirTemp("", "mypt-conformance-")
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint directory: %w", err)
+	}
+	st, err := d.store(filepath.Join(tmp, "checkpoint"), spec, write)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	st.tmp = tmp
+	return st, nil
+}
+
+func (d diskCheckpointer) store(dir string, spec *pb.ModelSpec, write func(sdk.StateWriter) error) (*storedCheckpoint, error) {
+	layout := checkpoint.LayoutFromModelSpec(spec, true)
+	w, err := checkpoint.NewWriter(dir, layout, checkpoint.WithLogger(d.log))
+	if err != nil {
+		return nil, err
+	}
+	if err := write(w); err != nil {
+		w.Abort()
+		return nil, fmt.Errorf("stream the state into a checkpoint: %w", err)
+	}
+	config, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(spec)
+	if err != nil {
+		w.Abort()
+		return nil, fmt.Errorf("model spec as config.json: %w", err)
+	}
+	if err := w.Commit(checkpoint.Meta{Config: json.RawMessage(config)}); err != nil {
+		return nil, err
+	}
+	ck, err := checkpoint.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	r, err := ck.NewStateReader(layout)
+	if err != nil {
+		ck.Close()
+		return nil, fmt.Errorf("read the checkpoint back: %w", err)
+	}
+	return &storedCheckpoint{StateReader: r, ck: ck}, nil
+}
+
+// storedCheckpoint reads a checkpoint back; Close removes it.
+type storedCheckpoint struct {
+	*checkpoint.StateReader
+	ck  *checkpoint.Checkpoint
+	tmp string
+}
+
+func (s *storedCheckpoint) Close() error {
+	err := s.ck.Close()
+	if rmErr := os.RemoveAll(s.tmp); err == nil {
+		err = rmErr
+	}
+	return err
 }

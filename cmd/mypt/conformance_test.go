@@ -24,7 +24,13 @@ type conformanceReport struct {
 	Summary struct{ Passed, Failed, Skipped int }
 	Results []struct {
 		Name, Status, Reason string
+		Details              []string
 	}
+	Profiles []struct {
+		Profile             string
+		Declared, Certified bool
+	}
+	Uses []string
 }
 
 func runConformance(t *testing.T, args ...string) (string, conformanceReport, error) {
@@ -51,8 +57,10 @@ func runConformance(t *testing.T, args ...string) (string, conformanceReport, er
 }
 
 // TestConformanceCommand certifies the CPU plugin found by name on
-// MYPT_PLUGIN_PATH (the reference found the same way), then shows that a
-// broken plugin fails with exit status 1 and a report naming the check.
+// MYPT_PLUGIN_PATH (the reference found the same way; the portability checks
+// hand state over through a checkpoint on disk) and prints its profiles, then
+// shows that a broken plugin fails with exit status 1 and a report naming the
+// check.
 func TestConformanceCommand(t *testing.T) {
 	dir := t.TempDir()
 	buildPlugin(t, dir, "cpu", "github.com/mypt/mypt/cmd/mypt-backend-cpu")
@@ -73,6 +81,34 @@ func TestConformanceCommand(t *testing.T) {
 	}
 	if !strings.Contains(out, "PASS    protocol/handshake") || !strings.Contains(out, "0 failed") {
 		t.Errorf("table:\n%s", out)
+	}
+	portability := 0
+	for _, r := range rep.Results {
+		if strings.HasPrefix(r.Name, "portability/") {
+			portability++
+			if len(r.Details) == 0 || !strings.Contains(r.Details[0], "through a checkpoint on disk (core/checkpoint)") {
+				t.Errorf("%s: details %q do not say the state went through a checkpoint on disk", r.Name, r.Details)
+			}
+		}
+	}
+	if portability != 4 {
+		t.Errorf("%d portability checks, want 4 (two cases, both directions)", portability)
+	}
+	certified := map[string]bool{}
+	for _, p := range rep.Profiles {
+		certified[p.Profile] = p.Certified
+	}
+	// the checks run cover these profiles; packed, dropout and the rest had none
+	for _, p := range []string{"core", "training", "kv-cache", "portability"} {
+		if !certified[p] {
+			t.Errorf("profile %s not certified: %+v", p, rep.Profiles)
+		}
+	}
+	if certified["packed"] || certified["bf16"] {
+		t.Errorf("profiles certified without checks run, or undeclared: %+v", rep.Profiles)
+	}
+	if !strings.Contains(out, "PROFILE") || !strings.Contains(out, "mypt can use this backend to: train, generate (with the KV cache)") {
+		t.Errorf("no profile table:\n%s", out)
 	}
 
 	out, rep, err = runConformance(t, "--backend", "slidingkv", "--run", "^kvcache/f32/llama_tied$")

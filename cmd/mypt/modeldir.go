@@ -9,10 +9,10 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/core/generate"
 	"github.com/mypt/mypt/core/myptckpt"
 	"github.com/mypt/mypt/sdk"
+	"github.com/mypt/mypt/sdk/discovery"
 )
 
 // checkpointDir turns a --model argument into one of our checkpoint
@@ -53,7 +53,7 @@ type loadedModel struct {
 // Close stops the plugin and removes any temporary import.
 func (m *loadedModel) Close() { m.close() }
 
-// startBackend finds the plugin of the named backend (core/discovery) and starts it.
+// startBackend finds the plugin of the named backend (sdk/discovery) and starts it.
 func startBackend(ctx context.Context, backend string, log *slog.Logger) (*sdk.Client, error) {
 	path, err := discovery.FromEnvironment().Resolve(backend)
 	if err != nil {

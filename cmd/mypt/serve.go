@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mypt/mypt/core/discovery"
 	"github.com/mypt/mypt/core/server"
+	"github.com/mypt/mypt/sdk/discovery"
 )
 
 func newServeCmd() *cobra.Command {

@@ -2,10 +2,11 @@
 // gen_golden.py and committed, so CI needs no torch): for each case its model, batch,
 // expected logits, losses and gradients, AdamW steps and loss trajectory. The files are
 // embedded, so the conformance suite and the backends' tests read the same vectors from
-// any directory.
+// any directory; Cases and Open serve those tests.
 package golden
 
 import (
+	"context"
 	"embed"
 	"encoding/binary"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"testing"
 
 	"github.com/mypt/mypt/sdk"
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
@@ -127,6 +129,37 @@ func Load() ([]*Case, error) {
 	}
 	sort.Slice(cases, func(i, j int) bool { return cases[i].Case < cases[j].Case })
 	return cases, nil
+}
+
+// Cases is Load for tests: the cases, new on every call (a test may modify
+// them), or t fails.
+func Cases(t testing.TB) []*Case {
+	t.Helper()
+	cases, err := Load()
+	if err != nil {
+		t.Fatalf("golden vectors: %v", err)
+	}
+	return cases
+}
+
+// Open configures b for case g in a test — g's model and optimizer,
+// MaxBatchSize its batch size, then edit applied to the request — loads g's
+// initial parameters, and shuts b down when the test ends.
+func Open[B sdk.Backend](t testing.TB, g *Case, b B, edit ...func(*pb.ConfigureRequest)) B {
+	t.Helper()
+	ctx := context.Background()
+	req := &pb.ConfigureRequest{Model: g.Spec(), Optimizer: g.OptimizerSpec(), MaxBatchSize: g.Batch.BatchSize}
+	for _, e := range edit {
+		e(req)
+	}
+	if _, err := b.Configure(ctx, req); err != nil {
+		t.Fatalf("%s: Configure: %v", g.Case, err)
+	}
+	if _, err := b.SetState(ctx, g.InitState()); err != nil {
+		t.Fatalf("%s: SetState: %v", g.Case, err)
+	}
+	t.Cleanup(func() { _ = b.Shutdown(ctx) })
+	return b
 }
 
 // parseSafetensors reads the F32 and I32 tensors gen_golden.py writes.

@@ -34,17 +34,9 @@ func parseDTypeName(s string) (pb.DType, bool) {
 }
 
 // F32ToBF16 rounds an IEEE binary32 value to bfloat16 with round-to-nearest-
-// even, as PyTorch does. NaNs stay NaN (quieted, sign kept).
-func F32ToBF16(f float32) uint16 {
-	bits := math.Float32bits(f)
-	if f != f {
-		return uint16(bits>>16) | 0x0040
-	}
-	// Adding 0x7FFF plus the lowest kept bit rounds ties to even; a carry
-	// into the exponent is the correct result (up to and including Inf).
-	bits += 0x7FFF + (bits>>16)&1
-	return uint16(bits >> 16)
-}
+// even, as PyTorch does. NaNs stay NaN (quieted, sign kept). It is
+// sdk.F32ToBF16: checkpoints and backends round alike.
+func F32ToBF16(f float32) uint16 { return sdk.F32ToBF16(f) }
 
 // BF16ToF32 widens a bfloat16 value exactly.
 func BF16ToF32(h uint16) float32 {

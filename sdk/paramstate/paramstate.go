@@ -171,13 +171,7 @@ func encode(src []float32, d pb.DType) []byte {
 		case pb.DType_DTYPE_F64:
 			binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(float64(v)))
 		case pb.DType_DTYPE_BF16:
-			bits := math.Float32bits(v)
-			if v != v {
-				bits |= 1 << 22
-			} else {
-				bits += 0x7FFF + (bits>>16)&1
-			}
-			binary.LittleEndian.PutUint16(out[2*i:], uint16(bits>>16))
+			binary.LittleEndian.PutUint16(out[2*i:], sdk.F32ToBF16(v))
 		}
 	}
 	return out

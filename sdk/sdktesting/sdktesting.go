@@ -6,6 +6,7 @@ package sdktesting
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 
@@ -50,4 +51,28 @@ func Dial(b sdk.Backend) (*sdk.Client, error) {
 		srv.Stop()
 		return err
 	}), nil
+}
+
+// State returns b's tensors of the given roles (GetState's default roles —
+// parameters and both Adam moments — when none) as float32, keyed
+// "ROLE/name", e.g. "TENSOR_ROLE_GRAD/ln_f.weight". It fails t on an error
+// or a tensor that is not F32.
+func State(t testing.TB, b sdk.Backend, roles ...pb.TensorRole) map[string][]float32 {
+	t.Helper()
+	w := &sdk.StateCollector{}
+	if err := b.GetState(context.Background(), &pb.GetStateRequest{Roles: roles}, w); err != nil {
+		t.Fatalf("GetState: %v", err)
+	}
+	out := map[string][]float32{}
+	for _, x := range w.Tensors {
+		if x.DType != pb.DType_DTYPE_F32 {
+			t.Fatalf("GetState: tensor %s is %v, want F32", x.Name, x.DType)
+		}
+		v, err := sdk.F32Values(x.Data)
+		if err != nil {
+			t.Fatalf("GetState: tensor %s: %v", x.Name, err)
+		}
+		out[fmt.Sprintf("%v/%s", x.Role, x.Name)] = v
+	}
+	return out
 }

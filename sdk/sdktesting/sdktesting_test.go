@@ -2,6 +2,7 @@ package sdktesting_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/mypt/mypt/sdk"
@@ -54,5 +55,29 @@ func TestTrainsInProcess(t *testing.T) {
 	}
 	if sdk.Code(nil) != 0 {
 		t.Fatal("Code(nil) is not OK")
+	}
+}
+
+// TestState reads back, keyed "ROLE/name", exactly the tensor SetState sent.
+func TestState(t *testing.T) {
+	ctx := context.Background()
+	c := sdktesting.Connect(t, bigram.New())
+	const v = 2
+	if _, err := c.Configure(ctx, &pb.ConfigureRequest{
+		Model: &pb.ModelSpec{VocabSize: v, BlockSize: 4, Params: []*pb.ParamSpec{
+			{Name: bigram.WeightName, Shape: []int64{v, v}, Dtype: pb.DType_DTYPE_F32},
+		}},
+		Optimizer: &pb.OptimizerSpec{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []float32{1.5, -2, 0.25, 3}
+	if _, err := c.SetState(ctx, sdk.NewTensorList(0,
+		sdk.F32Tensor(bigram.WeightName, pb.TensorRole_TENSOR_ROLE_PARAM, []int64{v, v}, want))); err != nil {
+		t.Fatal(err)
+	}
+	got := sdktesting.State(t, c, pb.TensorRole_TENSOR_ROLE_PARAM)
+	if w := got["TENSOR_ROLE_PARAM/"+bigram.WeightName]; len(got) != 1 || !slices.Equal(w, want) {
+		t.Errorf("State = %v, want {TENSOR_ROLE_PARAM/%s: %v}", got, bigram.WeightName, want)
 	}
 }
