@@ -71,7 +71,7 @@ func frozenCase(c *chk, g *golden.Case, d pb.DType) string {
 		c.relClose(g.Case+": step 1 grad_norm (trainable tensors only)", norms[0], wantNorm, tol.Loss, 1e-12)
 		normNote = fmt.Sprintf("first grad_norm %.6g = the trainable tensors' (all tensors' %.6g)", norms[0], a.GradNorms[0])
 	}
-	st := c.get(b, stateRoles...)
+	st := c.get(b, c.stateRoles()...)
 	nFrozen, nTrained := 0, 0
 	for _, p := range g.Model.Params {
 		init := g.F32("init." + p.Name)

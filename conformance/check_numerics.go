@@ -182,7 +182,7 @@ func numAdamW(c *chk, g *golden.Case, d pb.DType) {
 		c.relClose("step "+strconv.Itoa(i+1)+" grad_norm", norms[i], a.GradNorms[i], tol.StepLoss, 1e-12)
 		c.relClose("step "+strconv.Itoa(i+1)+" loss", losses[i], a.Losses[i], tol.StepLoss, 1e-12)
 	}
-	st := c.get(b, stateRoles...)
+	st := c.get(b, c.stateRoles()...)
 	if st.header.GetOptimizerSteps() != uint64(a.Steps) {
 		c.Errorf("GetState: optimizer_steps = %d after %d steps", st.header.GetOptimizerSteps(), a.Steps)
 	}

@@ -159,8 +159,8 @@ func checkGetInfo(c *chk) {
 	if len(cp.GetComputeDtypes()) == 0 {
 		c.Errorf("compute_dtypes is empty")
 	}
-	if n := cp.GetMaxStateChunkBytes(); n != 0 && n < uint64(sdk.MaxChunkBytes) {
-		c.Errorf("max_state_chunk_bytes = %d, but mypt hosts send chunks of up to %d bytes", n, sdk.MaxChunkBytes)
+	if n := cp.GetMaxStateChunkBytes(); n != 0 && n < 64<<10 {
+		c.Errorf("max_state_chunk_bytes = %d: the protocol asks for 0 (4 MiB) or at least 64 KiB", n)
 	}
 	for _, f := range []pb.Feature{pb.Feature_FEATURE_DROPOUT, pb.Feature_FEATURE_NEFTUNE, pb.Feature_FEATURE_GRADIENT_STATE} {
 		if slices.Contains(cp.GetFeatures(), f) && !slices.Contains(cp.GetFeatures(), pb.Feature_FEATURE_TRAINING) {
@@ -618,7 +618,21 @@ func replay(l *sdk.TensorList) *sdk.TensorList {
 	return sdk.NewTensorList(l.Head.GetOptimizerSteps(), l.Tensors...)
 }
 
-var stateRoles = []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V}
+// stateRoles are the roles of a GetState without roles: the parameters, and the Adam
+// moments of a backend that trains.
+func (c *chk) stateRoles() []pb.TensorRole {
+	if !c.has(pb.Feature_FEATURE_TRAINING) {
+		return []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM}
+	}
+	return []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V}
+}
+
+// lastStateRole is the role a check that updates or reads one role uses: the second
+// Adam moment, or the parameters of a backend that does not train.
+func (c *chk) lastStateRole() pb.TensorRole {
+	roles := c.stateRoles()
+	return roles[len(roles)-1]
+}
 
 // compareState checks that snap holds exactly want's tensors, bit for bit.
 func (c *chk) compareState(what string, snap *stateSnapshot, want *sdk.TensorList) {
@@ -664,7 +678,7 @@ func checkStateRoundTrip(c *chk) {
 	b := c.backend()
 	spec := g.Spec()
 	c.configure(b, spec, g.OptimizerSpec(), c.s.primary)
-	want := randomState(spec, 1, 7, stateRoles...)
+	want := randomState(spec, 1, 7, c.stateRoles()...)
 	resp := c.setState(b, want)
 	if int(resp.TensorsReceived) != len(want.Tensors) {
 		c.Errorf("SetState: tensors_received = %d, want %d", resp.TensorsReceived, len(want.Tensors))
@@ -676,14 +690,15 @@ func checkStateRoundTrip(c *chk) {
 	c.compareState("GetState (default roles)", snap, want)
 	// a subset, in any order
 	names := []string{spec.Params[2].Name, spec.Params[0].Name}
-	sub := c.getReq(b, &pb.GetStateRequest{Roles: []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_ADAM_V}, Names: names})
+	role := c.lastStateRole()
+	sub := c.getReq(b, &pb.GetStateRequest{Roles: []pb.TensorRole{role}, Names: names})
 	var subWant []*sdk.Tensor
 	for _, t := range want.Tensors {
-		if t.Role == pb.TensorRole_TENSOR_ROLE_ADAM_V && slices.Contains(names, t.Name) {
+		if t.Role == role && slices.Contains(names, t.Name) {
 			subWant = append(subWant, t)
 		}
 	}
-	c.compareState("GetState(roles [ADAM_V], names "+strings.Join(names, ", ")+")", sub, sdk.NewTensorList(7, subWant...))
+	c.compareState(fmt.Sprintf("GetState(roles [%v], names %s)", role, strings.Join(names, ", ")), sub, sdk.NewTensorList(7, subWant...))
 	c.summarize("%d tensors (with -0, subnormals and ±3.4e38) back bit-exact, optimizer_steps kept", len(want.Tensors))
 }
 
@@ -692,7 +707,7 @@ func checkStatePartial(c *chk) {
 	b := c.backend()
 	spec := g.Spec()
 	c.configure(b, spec, g.OptimizerSpec(), c.s.primary)
-	full := randomState(spec, 2, 3, stateRoles...)
+	full := randomState(spec, 2, 3, c.stateRoles()...)
 	c.setState(b, replay(full))
 	if c.has(pb.Feature_FEATURE_TRAINING) && c.has(pb.Feature_FEATURE_GRADIENT_STATE) {
 		c.setState(b, g.InitState())
@@ -701,11 +716,12 @@ func checkStatePartial(c *chk) {
 	}
 	// one tensor of one role: everything else keeps its value
 	p := spec.Params[1]
-	one := randomState(&pb.ModelSpec{Params: []*pb.ParamSpec{p}}, 3, 3, pb.TensorRole_TENSOR_ROLE_ADAM_M)
+	role := c.lastStateRole()
+	one := randomState(&pb.ModelSpec{Params: []*pb.ParamSpec{p}}, 3, 3, role)
 	c.setState(b, one)
 	var want []*sdk.Tensor
 	for _, t := range full.Tensors {
-		if t.Role == pb.TensorRole_TENSOR_ROLE_ADAM_M && t.Name == p.Name {
+		if t.Role == role && t.Name == p.Name {
 			t = one.Tensors[0]
 		}
 		want = append(want, t)
@@ -770,7 +786,7 @@ func checkStateLarge(c *chk) {
 	b := c.backend()
 	spec := c.specLike(g, largeSize)
 	c.configure(b, spec, nil, c.s.primary)
-	want := randomState(spec, 5, 11, stateRoles...)
+	want := randomState(spec, 5, 11, c.stateRoles()...)
 	start := time.Now()
 	c.setState(b, want)
 	snap := c.getReq(b, &pb.GetStateRequest{})
@@ -888,7 +904,7 @@ func checkConfigureResets(c *chk) {
 		handle = p.CacheHandle
 	}
 	c.configure(b, g.Spec(), g.OptimizerSpec(), c.s.primary)
-	roles := slices.Clone(stateRoles)
+	roles := c.stateRoles()
 	if c.has(pb.Feature_FEATURE_GRADIENT_STATE) {
 		roles = append(roles, pb.TensorRole_TENSOR_ROLE_GRAD)
 	}

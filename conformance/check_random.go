@@ -52,7 +52,7 @@ func (c *chk) detRun(b sdk.Backend, g *golden.Case, d pb.DType, deterministic bo
 		r.grads = c.grads(b)
 	}
 	r.norm = c.step(b, g.AdamW.LearningRate, g.AdamW.WeightDecay, g.AdamW.ClipNorm).GradNorm
-	r.state = c.get(b, stateRoles...)
+	r.state = c.get(b, c.stateRoles()...)
 	ev := c.evaluate(b, batch, c.has(pb.Feature_FEATURE_RETURN_LOGITS))
 	r.logits, r.eval = ev.Logits, ev.LossSum
 	return r

@@ -703,10 +703,9 @@ class Backend(backend_pb2_grpc.BackendServicer):
         for i, name in enumerate(names):
             if name not in s.shapes:
                 raise not_found(f"names[{i}]: tensor {quote(name)} is not a parameter of this model")
-        if not req.roles:
-            raise invalid("roles", "empty means TENSOR_ROLE_PARAM, TENSOR_ROLE_ADAM_M and TENSOR_ROLE_ADAM_V, but "
-                                   "this backend does not train and keeps parameters only: ask for TENSOR_ROLE_PARAM")
-        for i, role in enumerate(req.roles):
+        # no roles: the parameters, and the moments of a backend that trains (this one does not)
+        roles = list(req.roles) or [pb.TENSOR_ROLE_PARAM]
+        for i, role in enumerate(roles):
             if role != pb.TENSOR_ROLE_PARAM:
                 raise role_error(f"roles[{i}]", role)
         dtype = req.dtype or pb.DTYPE_F32
@@ -714,7 +713,7 @@ class Backend(backend_pb2_grpc.BackendServicer):
             raise invalid("dtype", f"unsupported {enum_name(pb.DType, dtype)}")
         with self._lock:
             params, steps = s.params, s.optimizer_steps
-        return self._state_stream(req.roles, names, dtype, params, s.shapes, steps)
+        return self._state_stream(roles, names, dtype, params, s.shapes, steps)
 
     @staticmethod
     def _state_stream(roles, names, dtype, params, shapes, steps):

@@ -72,12 +72,16 @@ func Receive(r sdk.StateReader, lay *modelspec.Layout, st Store) (uint32, error)
 }
 
 // Send answers a GetState request from st: the requested roles (parameters and both
-// Adam moments when it names none) and names (all parameters when it names none), in
+// Adam moments when it names none, the moments only if st keeps them) and names (all parameters when it names none), in
 // the requested dtype (F32 when unspecified), under a header recording optimizerSteps.
 func Send(req *pb.GetStateRequest, w sdk.StateWriter, lay *modelspec.Layout, optimizerSteps uint64, st Store) error {
 	roles := req.GetRoles()
-	if len(roles) == 0 {
-		roles = []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V}
+	if len(roles) == 0 { // the parameters, and the moments of a backend that keeps them
+		for _, r := range []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M, pb.TensorRole_TENSOR_ROLE_ADAM_V} {
+			if st.Has(r) {
+				roles = append(roles, r)
+			}
+		}
 	}
 	for i, r := range roles {
 		if !st.Has(r) {

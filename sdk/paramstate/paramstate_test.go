@@ -120,12 +120,24 @@ func TestErrors(t *testing.T) {
 		req  *pb.GetStateRequest
 	}{
 		{codes.InvalidArgument, "roles[1]", &pb.GetStateRequest{Roles: []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_PARAM, pb.TensorRole_TENSOR_ROLE_ADAM_M}}},
-		{codes.InvalidArgument, "roles[1]: unsupported role TENSOR_ROLE_ADAM_M", &pb.GetStateRequest{}}, // the default roles include the Adam moments
 		{codes.InvalidArgument, "dtype", &pb.GetStateRequest{Roles: []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_GRAD}, Dtype: pb.DType_DTYPE_F16}},
 		{codes.NotFound, "names[1]", &pb.GetStateRequest{Roles: []pb.TensorRole{pb.TensorRole_TENSOR_ROLE_GRAD}, Names: []string{"ln_f.weight", "x"}}},
 	} {
 		if err := Send(c.req, &sdk.StateCollector{}, lay, 0, st); sdk.Code(err) != c.code || !strings.Contains(err.Error(), c.what) {
 			t.Errorf("%s: got %v", c.what, err)
 		}
+	}
+	// no roles: the parameters, and the moments only of a store that keeps them
+	var got sdk.StateCollector
+	if err := Send(&pb.GetStateRequest{}, &got, lay, 0, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range got.Tensors {
+		if x.Role != pb.TensorRole_TENSOR_ROLE_PARAM {
+			t.Errorf("GetState without roles sent %v %s from a store without moments", x.Role, x.Name)
+		}
+	}
+	if len(got.Tensors) != len(lay.Params) {
+		t.Errorf("GetState without roles sent %d tensors, want the %d parameters", len(got.Tensors), len(lay.Params))
 	}
 }

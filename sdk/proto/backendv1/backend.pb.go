@@ -723,7 +723,8 @@ type Capabilities struct {
 	ComputeDtypes []DType                `protobuf:"varint,5,rep,packed,name=compute_dtypes,json=computeDtypes,proto3,enum=mypt.backend.v1.DType" json:"compute_dtypes,omitempty"` // matmul dtypes accepted in Precision.compute_dtype
 	Features      []Feature              `protobuf:"varint,6,rep,packed,name=features,proto3,enum=mypt.backend.v1.Feature" json:"features,omitempty"`
 	// max_state_chunk_bytes is the largest TensorChunk.data the backend accepts in
-	// SetState; 0 means 4 MiB. Hosts send chunks of at most this many bytes
+	// SetState; 0 means 4 MiB, and other values are at least 64 KiB (smaller chunks
+	// make state streams impractically chatty). Hosts send chunks of at most this many bytes
 	// (and never more than fits in MAX_MESSAGE_BYTES). GetState chunks are the
 	// backend's choice, each within MAX_MESSAGE_BYTES.
 	MaxStateChunkBytes uint64 `protobuf:"varint,7,opt,name=max_state_chunk_bytes,json=maxStateChunkBytes,proto3" json:"max_state_chunk_bytes,omitempty"`
@@ -1654,7 +1655,7 @@ func (x *SetStateResponse) GetTensorsReceived() uint32 {
 
 type GetStateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Roles         []TensorRole           `protobuf:"varint,1,rep,packed,name=roles,proto3,enum=mypt.backend.v1.TensorRole" json:"roles,omitempty"` // which roles to send; empty = PARAM, ADAM_M and ADAM_V
+	Roles         []TensorRole           `protobuf:"varint,1,rep,packed,name=roles,proto3,enum=mypt.backend.v1.TensorRole" json:"roles,omitempty"` // which roles to send; empty = PARAM, ADAM_M and ADAM_V (the moments only from a backend that trains)
 	Names         []string               `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`                                         // restrict to these parameter names; empty = all
 	Dtype         DType                  `protobuf:"varint,3,opt,name=dtype,proto3,enum=mypt.backend.v1.DType" json:"dtype,omitempty"`             // convert to this dtype; unspecified = the stored dtype
 	unknownFields protoimpl.UnknownFields
