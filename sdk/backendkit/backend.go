@@ -179,6 +179,9 @@ func sessionConfig(req *pb.ConfigureRequest, compute []pb.DType, features []pb.F
 	if err := sdk.ValidateOptimizer(o); err != nil {
 		return SessionConfig{}, err
 	}
+	if k := o.GetKind(); k != pb.OptimizerKind_OPTIMIZER_KIND_ADAMW {
+		return SessionConfig{}, sdk.Unimplemented(fmt.Sprintf("optimizer.kind %v (Capabilities.optimizer_kinds: AdamW only)", k))
+	}
 	dtype, err := sdk.ValidatePrecision(req.GetPrecision(), compute)
 	if err != nil {
 		return SessionConfig{}, err

@@ -196,7 +196,9 @@ func TestConfigureRefusesUndeclared(t *testing.T) {
 		}
 	}
 	e := &fakeEngine{}
-	_, err := New(e).Configure(t.Context(), configureReq(func(r *pb.ConfigureRequest) { r.Optimizer.Beta2 = 1 }))
+	_, err := New(e).Configure(t.Context(), configureReq(func(r *pb.ConfigureRequest) { r.Optimizer.Kind = 7 }))
+	wantCode(t, "optimizer kind 7", err, codes.Unimplemented, "optimizer.kind")
+	_, err = New(e).Configure(t.Context(), configureReq(func(r *pb.ConfigureRequest) { r.Optimizer.Beta2 = 1 }))
 	wantCode(t, "beta2 1", err, codes.InvalidArgument, "optimizer.beta2")
 	_, err = New(e).Configure(t.Context(), configureReq(func(r *pb.ConfigureRequest) { r.Model.NHead = 3 }))
 	wantCode(t, "n_head 3", err, codes.InvalidArgument, "model.n_head")
