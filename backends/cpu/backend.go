@@ -96,10 +96,7 @@ func (s *session) Close() error {
 }
 
 // Has implements paramstate.Store: a role's tensors are ranges of its flat buffer.
-func (s *session) Has(role pb.TensorRole) bool {
-	_, ok := s.state.Of(role)
-	return ok
-}
+func (s *session) Has(role pb.TensorRole) bool { return s.state.Has(role) }
 
 // Load implements paramstate.Store.
 func (s *session) Load(role pb.TensorRole, i int, values []float32) error {

@@ -152,10 +152,7 @@ func (s *session) Close() error {
 
 // Has implements paramstate.Store: a role's tensors are ranges of its flat device buffer,
 // copied to and from the host.
-func (s *session) Has(role pb.TensorRole) bool {
-	_, ok := s.state.Of(role)
-	return ok
-}
+func (s *session) Has(role pb.TensorRole) bool { return s.state.Has(role) }
 
 // Load implements paramstate.Store.
 func (s *session) Load(role pb.TensorRole, i int, values []float32) error {

@@ -13,10 +13,7 @@ import (
 // tensor per parameter.
 var _ paramstate.Store = (*session)(nil)
 
-func (s *session) Has(role pb.TensorRole) bool {
-	_, ok := s.state.Of(role)
-	return ok
-}
+func (s *session) Has(role pb.TensorRole) bool { return s.state.Has(role) }
 
 func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
 	list, _ := s.state.Of(role)

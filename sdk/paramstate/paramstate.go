@@ -203,3 +203,10 @@ func (r *Roles[T]) Of(role pb.TensorRole) (T, bool) {
 	var zero T
 	return zero, false
 }
+
+// Has reports whether role is one of the four (paramstate.Store's Has for a backend that
+// keeps all of them).
+func (r *Roles[T]) Has(role pb.TensorRole) bool {
+	_, ok := r.Of(role)
+	return ok
+}

@@ -96,10 +96,7 @@ func (s *session) buffer(role pb.TensorRole) []float64 {
 }
 
 // Has implements paramstate.Store.
-func (s *session) Has(role pb.TensorRole) bool {
-	_, ok := s.state.Of(role)
-	return ok
-}
+func (s *session) Has(role pb.TensorRole) bool { return s.state.Has(role) }
 
 // Load implements paramstate.Store: parameter i of role takes values.
 func (s *session) Load(role pb.TensorRole, i int, values []float32) error {
