@@ -42,6 +42,9 @@ const (
 	// and the reverse (declared with FEATURE_TRAINING; needs the CPU
 	// reference).
 	ProfilePortability Profile = "portability"
+	// ProfileHeadWithoutBias is an output projection without lm_head.bias
+	// (FEATURE_LM_HEAD_WITHOUT_BIAS: Hugging Face's GPT-2 and LLaMA heads).
+	ProfileHeadWithoutBias Profile = "head-without-bias"
 	// ProfileBF16 is every check run in compute dtype BF16 (declared in
 	// compute_dtypes).
 	ProfileBF16 Profile = "bf16"
@@ -62,6 +65,7 @@ var profiles = []struct {
 	{ProfileDeterministic, declares(pb.Feature_FEATURE_DETERMINISTIC)},
 	{ProfileFrozen, declares(pb.Feature_FEATURE_FROZEN_PARAMS)},
 	{ProfilePortability, declares(pb.Feature_FEATURE_TRAINING)},
+	{ProfileHeadWithoutBias, declares(pb.Feature_FEATURE_LM_HEAD_WITHOUT_BIAS)},
 	{ProfileBF16, computes(pb.DType_DTYPE_BF16)},
 	{ProfileF16, computes(pb.DType_DTYPE_F16)},
 }

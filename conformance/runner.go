@@ -182,6 +182,9 @@ func (s *suite) plan() []check {
 	for _, d := range s.dtypes {
 		all = append(all, s.semanticsChecks(d)...)
 	}
+	for _, d := range s.dtypes {
+		all = append(all, s.headChecks(d)...)
+	}
 	all = append(all, s.randomnessChecks()...)
 	for _, d := range s.dtypes {
 		all = append(all, s.portabilityChecks(d)...)
