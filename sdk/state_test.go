@@ -108,6 +108,7 @@ func TestF32ToBF16(t *testing.T) {
 		{0x7F7FFFFF, 0x7F80, "max float32 rounds up to +Inf"},
 		{0x00000001, 0x0000, "smallest f32 subnormal rounds to +0"},
 		{0x80000000, 0x8000, "-0 keeps its sign"},
+		{0x7F800000, 0x7F80, "+Inf"},
 		{0xFF800000, 0xFF80, "-Inf"},
 		{0xFFC00001, 0xFFC0, "a negative quiet NaN keeps sign and stays NaN"},
 		{0x7F800001, 0x7FC0, "a signalling NaN whose payload sits in the dropped bits is quieted, not turned into Inf"},

@@ -17,31 +17,9 @@ import (
 	pb "github.com/mypt/mypt/sdk/proto/backendv1"
 )
 
-// Known bit patterns, worked out by hand from the IEEE layouts.
+// Known bit patterns, worked out by hand from the IEEE layouts (bfloat16 rounding is
+// sdk.F32ToBF16's, tested there).
 func TestConversionKnownBits(t *testing.T) {
-	bf := []struct {
-		in   uint32
-		want uint16
-		why  string
-	}{
-		{0x3F800000, 0x3F80, "1.0 is exact"},
-		{0xC0490FDB, 0xC049, "-pi: dropped bits 0x0FDB < half, round down"},
-		{0x3F808000, 0x3F80, "tie, kept LSB 0 (even): stays"},
-		{0x3F818000, 0x3F82, "tie, kept LSB 1 (odd): rounds up to even"},
-		{0x3F808001, 0x3F81, "just above the tie: up"},
-		{0x7F7FFFFF, 0x7F80, "max float32 rounds up to +Inf"},
-		{0x00000001, 0x0000, "smallest f32 subnormal rounds to +0"},
-		{0x80000000, 0x8000, "-0 keeps its sign"},
-		{0x7F800000, 0x7F80, "+Inf"},
-	}
-	for _, c := range bf {
-		if got := F32ToBF16(math.Float32frombits(c.in)); got != c.want {
-			t.Errorf("F32ToBF16(%08x) = %04x, want %04x (%s)", c.in, got, c.want, c.why)
-		}
-	}
-	if got := F32ToBF16(float32(math.NaN())); got&0x7F80 != 0x7F80 || got&0x7F == 0 {
-		t.Errorf("F32ToBF16(NaN) = %04x, not a NaN", got)
-	}
 	h := []struct {
 		in   uint32
 		want uint16
@@ -95,7 +73,7 @@ func TestConversionMatchesReference(t *testing.T) {
 	}
 	for _, c := range ref.Narrow {
 		f := math.Float32frombits(c.F32)
-		gotBF, gotH := F32ToBF16(f), F32ToF16(f)
+		gotBF, gotH := sdk.F32ToBF16(f), F32ToF16(f)
 		if c.NaN {
 			// NaN payloads differ between libraries; NaN-ness must not.
 			if !isNaN32(math.Float32bits(BF16ToF32(gotBF))) || !isNaN32(math.Float32bits(F16ToF32(gotH))) {
@@ -327,8 +305,8 @@ func TestRoundTripAndConversionOnRead(t *testing.T) {
 	}
 	vals, _ := sdk.F32Values(src.Data)
 	for i, v := range vals {
-		if h := binary.LittleEndian.Uint16(got.Data[2*i:]); h != F32ToBF16(v) {
-			t.Fatalf("element %d: %04x, want %04x", i, h, F32ToBF16(v))
+		if h := binary.LittleEndian.Uint16(got.Data[2*i:]); h != sdk.F32ToBF16(v) {
+			t.Fatalf("element %d: %04x, want %04x", i, h, sdk.F32ToBF16(v))
 		}
 	}
 	// The envelope comes first and the caller's keys keep their order.
@@ -661,8 +639,8 @@ func TestLargeTensor(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, i := range []int{0, 1, 12345, rows*cols - 1} {
-		if h := binary.LittleEndian.Uint16(half.Data[2*i:]); h != F32ToBF16(v[i]) {
-			t.Fatalf("element %d as bf16: %04x, want %04x", i, h, F32ToBF16(v[i]))
+		if h := binary.LittleEndian.Uint16(half.Data[2*i:]); h != sdk.F32ToBF16(v[i]) {
+			t.Fatalf("element %d as bf16: %04x, want %04x", i, h, sdk.F32ToBF16(v[i]))
 		}
 	}
 }

@@ -33,11 +33,6 @@ func parseDTypeName(s string) (pb.DType, bool) {
 	return pb.DType_DTYPE_UNSPECIFIED, false
 }
 
-// F32ToBF16 rounds an IEEE binary32 value to bfloat16 with round-to-nearest-
-// even, as PyTorch does. NaNs stay NaN (quieted, sign kept). It is
-// sdk.F32ToBF16: checkpoints and backends round alike.
-func F32ToBF16(f float32) uint16 { return sdk.F32ToBF16(f) }
-
 // BF16ToF32 widens a bfloat16 value exactly.
 func BF16ToF32(h uint16) float32 {
 	return math.Float32frombits(uint32(h) << 16)
@@ -146,7 +141,7 @@ func convertData(src []byte, from, to pb.DType) ([]byte, error) {
 		case pb.DType_DTYPE_F32:
 			le.PutUint32(out, math.Float32bits(f))
 		case pb.DType_DTYPE_BF16:
-			le.PutUint16(out, F32ToBF16(f))
+			le.PutUint16(out, sdk.F32ToBF16(f)) // as the backends round: one rounding
 		case pb.DType_DTYPE_F16:
 			le.PutUint16(out, F32ToF16(f))
 		case pb.DType_DTYPE_F64:

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/mypt/mypt/core/checkpoint"
+	"github.com/mypt/mypt/sdk"
 )
 
 // hfTensor is one tensor of an exported file: its name, shape and a function
@@ -98,7 +99,7 @@ func writeSafetensors(path string, tensors []hfTensor, dtype string) error {
 			case "F32":
 				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
 			case "BF16":
-				buf = binary.LittleEndian.AppendUint16(buf, checkpoint.F32ToBF16(v))
+				buf = binary.LittleEndian.AppendUint16(buf, sdk.F32ToBF16(v))
 			default:
 				buf = binary.LittleEndian.AppendUint16(buf, checkpoint.F32ToF16(v))
 			}

@@ -46,7 +46,7 @@ func (b *backend) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.
 func (b *backend) round(v []float32) {
 	if b.bf16 {
 		for i, x := range v {
-			v[i] = checkpoint.BF16ToF32(checkpoint.F32ToBF16(x))
+			v[i] = checkpoint.BF16ToF32(sdk.F32ToBF16(x))
 		}
 	}
 }
