@@ -27,9 +27,13 @@ const Version = "0.2.0"
 
 // Options configure a backend.
 type Options struct {
-	// Fake runs on the fake device (Go twins of the kernels) instead of a GPU: for tests
-	// and for checking the host side anywhere. The plugin sets it from MYPT_CUDA_FAKE=1.
-	Fake bool
+	// Device selects what the backend computes on: "gpu" (the default), "emulated"
+	// (kernels.cu itself run on the CPU by backends/cuda/device's emulator: how the kernels
+	// are tested without a GPU) or "fake" (Go twins of the kernels).
+	Device string
+	// Schedule orders the threads of an emulated block between barriers (device.ParseSchedule:
+	// "forward", "reverse", "random[:SEED]"); empty means forward.
+	Schedule string
 	// Ordinal is the GPU to use.
 	Ordinal int
 	// CacheDir holds compiled kernel modules; empty means $XDG_CACHE_HOME/mypt/cuda (or
@@ -37,6 +41,16 @@ type Options struct {
 	CacheDir string
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+}
+
+// OptionsFromEnv reads the plugin's environment: MYPT_CUDA_DEVICE (gpu, emulated or fake;
+// MYPT_CUDA_FAKE=1 is the older spelling of fake) and MYPT_CUDA_EMU_SCHEDULE.
+func OptionsFromEnv() Options {
+	o := Options{Device: os.Getenv("MYPT_CUDA_DEVICE"), Schedule: os.Getenv("MYPT_CUDA_EMU_SCHEDULE")}
+	if o.Device == "" && os.Getenv("MYPT_CUDA_FAKE") == "1" {
+		o.Device = "fake"
+	}
+	return o
 }
 
 // New returns a CUDA backend; the device is opened on the first call that needs it.
@@ -64,16 +78,25 @@ func (e *engine) device() (device.Device, error) {
 	if e.dev != nil {
 		return e.dev, nil
 	}
-	if e.opts.Fake {
+	var err error
+	switch e.opts.Device {
+	case "fake":
 		e.dev = device.NewFake()
-		return e.dev, nil
+	case "emulated":
+		var sched device.Schedule
+		if sched, err = device.ParseSchedule(e.opts.Schedule); err == nil {
+			e.dev, err = device.NewEmulated(device.EmulatedOptions{CacheDir: e.opts.CacheDir, Schedule: sched, Logger: e.opts.Logger})
+		}
+	case "", "gpu":
+		e.dev, err = device.OpenGPU(e.opts.Ordinal, e.opts.CacheDir, e.opts.Logger)
+	default:
+		err = fmt.Errorf("device %q: want gpu, emulated or fake", e.opts.Device)
 	}
-	g, err := device.OpenGPU(e.opts.Ordinal, e.opts.CacheDir, e.opts.Logger)
 	if err != nil {
+		e.dev = nil
 		return nil, sdk.FailedPrecondition("CUDA backend unavailable: %v", err)
 	}
-	e.dev = g
-	return g, nil
+	return e.dev, nil
 }
 
 // Describe implements backendkit.Engine; without a GPU it fails with the reason.

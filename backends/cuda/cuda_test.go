@@ -45,7 +45,7 @@ func TestDropoutNEFTuneMatchCPU(t *testing.T) {
 		t.Run(g.Case, func(t *testing.T) {
 			g.Model.Dropout, g.Model.NeftuneAlpha = 0.2, 5
 			defer func() { g.Model.Dropout, g.Model.NeftuneAlpha = 0, 0 }()
-			gpu, ref := New(Options{Fake: true}), cpu.New(cpu.Options{Threads: 1})
+			gpu, ref := New(Options{Device: "fake"}), cpu.New(cpu.Options{Threads: 1})
 			configure(t, gpu, g, nil)
 			configure(t, ref, g, nil)
 			req := &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: float32(1 / math.Max(g.WeightSum, 1)), DropoutSeed: 1234}
@@ -120,7 +120,7 @@ func TestBF16Golden(t *testing.T) {
 	ctx := context.Background()
 	for _, g := range golden.Cases(t) {
 		t.Run(g.Case, func(t *testing.T) {
-			b := New(Options{Fake: true})
+			b := New(Options{Device: "fake"})
 			configure(t, b, g, &pb.Precision{ComputeDtype: pb.DType_DTYPE_BF16})
 			ev, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: g.NewBatch(), ReturnLogits: true})
 			if err != nil {
@@ -177,7 +177,7 @@ func TestStepKernelOrder(t *testing.T) {
 	t.Logf("device memory: %d bytes live, %d peak", live, peak)
 }
 
-// fakeOf returns the fake device a backend made by New(Options{Fake: true}) computes on.
+// fakeOf returns the fake device a backend made by New(Options{Device: "fake"}) computes on.
 func fakeOf(t *testing.T, b *backendkit.Backend) *device.Fake {
 	t.Helper()
 	d, err := b.Engine().(*engine).device()
@@ -218,7 +218,7 @@ func TestEveryKernelLaunched(t *testing.T) {
 	launched := map[string]bool{}
 	for _, g := range golden.Cases(t) {
 		g.Model.Dropout, g.Model.NeftuneAlpha = 0.1, 5
-		b := New(Options{Fake: true})
+		b := New(Options{Device: "fake"})
 		configure(t, b, g, nil)
 		fake := fakeOf(t, b)
 		if _, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: 1, DropoutSeed: 3}); err != nil {

@@ -15,7 +15,7 @@ import (
 // compute dtype the backend declares (F32 and BF16), with the suite's tolerances and the
 // CPU backend in process as the portability reference.
 func TestConformance(t *testing.T) {
-	conformance.RunBackend(t, func() sdk.Backend { return New(Options{Fake: true}) }, conformance.Options{
+	conformance.RunBackend(t, func() sdk.Backend { return New(Options{Device: "fake"}) }, conformance.Options{
 		NewReference: func() sdk.Backend { return cpu.New(cpu.Options{Threads: 2}) },
 	})
 }
@@ -26,5 +26,5 @@ var f32 = conformance.DefaultTolerances(pb.DType_DTYPE_F32)
 
 // newGoldenBackend is a fake-device backend configured for g with its initial parameters.
 func newGoldenBackend(t testing.TB, g *golden.Case) *backendkit.Backend {
-	return golden.Open(t, g, New(Options{Fake: true}))
+	return golden.Open(t, g, New(Options{Device: "fake"}))
 }

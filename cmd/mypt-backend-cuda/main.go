@@ -1,14 +1,12 @@
 // Command mypt-backend-cuda is the CUDA backend plugin; the mypt core starts it.
-// MYPT_CUDA_FAKE=1 runs it on the fake device (Go twins of the kernels, no GPU needed).
+// MYPT_CUDA_DEVICE=emulated runs kernels.cu itself on the CPU (the emulated device, which
+// needs a C++ compiler); MYPT_CUDA_DEVICE=fake (or MYPT_CUDA_FAKE=1) runs the Go twins of
+// the kernels; the default is the GPU.
 package main
 
 import (
-	"os"
-
 	"github.com/mypt/mypt/backends/cuda"
 	"github.com/mypt/mypt/sdk"
 )
 
-func main() {
-	sdk.Serve(cuda.New(cuda.Options{Fake: os.Getenv("MYPT_CUDA_FAKE") == "1"}))
-}
+func main() { sdk.Serve(cuda.New(cuda.OptionsFromEnv())) }

@@ -32,24 +32,16 @@ type GPU struct {
 	info  Info
 	bf16  bool
 	ltH   uintptr
-	ws    Ptr            // cuBLASLt workspace
-	wsN   uint64         // its size
-	cast  [2]Ptr         // bf16 copies of Gemm's A and B
-	castN [2]int         // their capacity in elements
-	args  unsafe.Pointer // pinned host arena for kernel parameters (C memory)
-	algos map[gemmKey]*gemmPlan
+	ws    Ptr                    // cuBLASLt workspace
+	wsN   uint64                 // its size
+	cast  [2]Ptr                 // bf16 copies of Gemm's A and B
+	castN [2]int                 // their capacity in elements
+	args  unsafe.Pointer         // pinned host arena for kernel parameters (C memory)
+	algos map[LtMatmul]*gemmPlan // by the call's descriptor values (LtMatmul.key)
 	log   *slog.Logger
 }
 
 const argArena = 4096
-
-type gemmKey struct {
-	ta, tb   bool
-	m, n, k  int
-	lda, ldb int
-	ldc      int
-	bf16     bool
-}
 
 type gemmPlan struct {
 	desc, a, b, c uintptr
@@ -62,7 +54,7 @@ func OpenGPU(ordinal int, cacheDir string, log *slog.Logger) (*GPU, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &GPU{drv: drv, fns: map[string]uintptr{}, algos: map[gemmKey]*gemmPlan{}, log: log}
+	g := &GPU{drv: drv, fns: map[string]uintptr{}, algos: map[LtMatmul]*gemmPlan{}, log: log}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var n int32
@@ -285,9 +277,9 @@ func (g *GPU) launch(name string, grid, block Dim3, args []any) error {
 // SetBF16 implements Device.
 func (g *GPU) SetBF16(on bool) { g.bf16 = on }
 
-// Gemm implements Device with cuBLASLt. Row-major C = op(A)·op(B) is column-major
-// Cᵀ = op(B)ᵀ·op(A)ᵀ, so B is passed as cuBLASLt's first operand. In BF16 mode A and B are
-// first cast to bf16 scratch buffers (cast_bf16) and the product accumulates in fp32.
+// Gemm implements Device with cuBLASLt, making the call ltMatmul describes (B is
+// cuBLASLt's first operand). In BF16 mode A and B are first cast to bf16 scratch buffers
+// (cast_bf16) and the product accumulates in fp32.
 func (g *GPU) Gemm(p Gemm) error {
 	defer g.bind()()
 	a, b := p.A, p.B
@@ -307,17 +299,17 @@ func (g *GPU) Gemm(p Gemm) error {
 			return err
 		}
 	}
-	key := gemmKey{p.TransA, p.TransB, p.M, p.N, p.K, p.LDA, p.LDB, p.LDC, g.bf16}
-	plan, err := g.plan(key)
+	call := ltMatmul(p, a, b, g.bf16)
+	plan, err := g.plan(call.key())
 	if err != nil {
 		return err
 	}
-	alpha, beta := p.Alpha, p.Beta
-	r := g.lt.Matmul(g.ltH, plan.desc, unsafe.Pointer(&alpha), uint64(b), plan.b, uint64(a), plan.a,
-		unsafe.Pointer(&beta), uint64(p.C), plan.c, uint64(p.C), plan.c, unsafe.Pointer(&plan.algo[0]),
+	alpha, beta := call.Alpha, call.Beta
+	r := g.lt.Matmul(g.ltH, plan.desc, unsafe.Pointer(&alpha), uint64(call.A), plan.a, uint64(call.B), plan.b,
+		unsafe.Pointer(&beta), uint64(call.C), plan.c, uint64(call.C), plan.c, unsafe.Pointer(&plan.algo[0]),
 		uint64(g.ws), g.wsN, g.strm)
 	if r != 0 {
-		return fmt.Errorf("cublasLtMatmul %+v: status %d", key, r)
+		return fmt.Errorf("cublasLtMatmul %+v: status %d", call.key(), r)
 	}
 	return nil
 }
@@ -337,47 +329,26 @@ func (g *GPU) castTo(slot int, src Ptr, n int) (Ptr, error) {
 	return g.cast[slot], err
 }
 
-// plan builds (once per shape) the matmul descriptor, layouts and a heuristic algorithm.
-func (g *GPU) plan(k gemmKey) (*gemmPlan, error) {
+// plan builds (once per call shape) the matmul descriptor and layouts of k and a heuristic
+// algorithm.
+func (g *GPU) plan(k LtMatmul) (*gemmPlan, error) {
 	if p, ok := g.algos[k]; ok {
 		return p, nil
 	}
 	lt := g.lt
 	p := &gemmPlan{}
-	in := int32(driver.CudaR32F)
-	if k.bf16 {
-		in = driver.CudaR16BF
-	}
 	if r := lt.MatmulDescCreate(&p.desc, driver.ComputeF32, driver.CudaR32F); r != 0 {
 		return nil, fmt.Errorf("cublasLtMatmulDescCreate: status %d", r)
 	}
-	// column-major view: first operand is B (row-major K×N or N×K), second A.
-	opB, opA := int32(driver.OpN), int32(driver.OpN)
-	if k.tb {
-		opB = driver.OpT
-	}
-	if k.ta {
-		opA = driver.OpT
-	}
-	lt.MatmulDescSetAttribute(p.desc, driver.MatmulDescTransA, unsafe.Pointer(&opB), 4)
-	lt.MatmulDescSetAttribute(p.desc, driver.MatmulDescTransB, unsafe.Pointer(&opA), 4)
-	// B as stored, column-major: rows = its row length
-	bRows, bCols := uint64(k.n), uint64(k.k)
-	if k.tb {
-		bRows, bCols = uint64(k.k), uint64(k.n)
-	}
-	aRows, aCols := uint64(k.k), uint64(k.m)
-	if k.ta {
-		aRows, aCols = uint64(k.m), uint64(k.k)
-	}
-	if r := lt.MatrixLayoutCreate(&p.b, in, bRows, bCols, int64(k.ldb)); r != 0 {
-		return nil, fmt.Errorf("cublasLtMatrixLayoutCreate: status %d", r)
-	}
-	if r := lt.MatrixLayoutCreate(&p.a, in, aRows, aCols, int64(k.lda)); r != 0 {
-		return nil, fmt.Errorf("cublasLtMatrixLayoutCreate: status %d", r)
-	}
-	if r := lt.MatrixLayoutCreate(&p.c, driver.CudaR32F, uint64(k.n), uint64(k.m), int64(k.ldc)); r != 0 {
-		return nil, fmt.Errorf("cublasLtMatrixLayoutCreate: status %d", r)
+	lt.MatmulDescSetAttribute(p.desc, driver.MatmulDescTransA, unsafe.Pointer(&k.TransA), 4)
+	lt.MatmulDescSetAttribute(p.desc, driver.MatmulDescTransB, unsafe.Pointer(&k.TransB), 4)
+	for _, l := range []struct {
+		out    *uintptr
+		layout LtLayout
+	}{{&p.a, k.ALayout}, {&p.b, k.BLayout}, {&p.c, k.CLayout}} {
+		if r := lt.MatrixLayoutCreate(l.out, l.layout.Type, l.layout.Rows, l.layout.Cols, l.layout.LD); r != 0 {
+			return nil, fmt.Errorf("cublasLtMatrixLayoutCreate: status %d", r)
+		}
 	}
 	var pref uintptr
 	if r := lt.MatmulPreferenceCreate(&pref); r != 0 {
@@ -387,7 +358,7 @@ func (g *GPU) plan(k gemmKey) (*gemmPlan, error) {
 	ws := g.wsN
 	lt.MatmulPreferenceSetAttr(pref, driver.PrefMaxWorkspaceBytes, unsafe.Pointer(&ws), 8)
 	var got int32
-	if r := lt.MatmulAlgoGetHeuristic(g.ltH, p.desc, p.b, p.a, p.c, p.c, pref, 1, unsafe.Pointer(&p.algo[0]), &got); r != 0 || got == 0 {
+	if r := lt.MatmulAlgoGetHeuristic(g.ltH, p.desc, p.a, p.b, p.c, p.c, pref, 1, unsafe.Pointer(&p.algo[0]), &got); r != 0 || got == 0 {
 		return nil, fmt.Errorf("cublasLtMatmulAlgoGetHeuristic %+v: status %d, %d algorithms", k, r, got)
 	}
 	g.algos[k] = p

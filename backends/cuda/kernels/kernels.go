@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -40,7 +41,7 @@ const (
 // device address, 0 = null), i int, l long long, f float, d double, u u64. Both devices
 // check every launch against it; the GPU device also loads exactly these kernels.
 var Signatures = sync.OnceValue(func() map[string]string {
-	sigs, err := parseSignatures(Source)
+	sigs, err := ParseSignatures(Source)
 	if err != nil {
 		panic("kernels.cu: " + err.Error()) // the embedded source is fixed: a test covers it
 	}
@@ -50,8 +51,8 @@ var Signatures = sync.OnceValue(func() map[string]string {
 // kernelDecl matches `extern "C" __global__ void name(params)`.
 var kernelDecl = regexp.MustCompile(`extern "C" __global__ void (\w+)\(([^)]*)\)`)
 
-// parseSignatures reads the kernel declarations of a CUDA source.
-func parseSignatures(src string) (map[string]string, error) {
+// ParseSignatures reads the kernel declarations of a CUDA source (Signatures is kernels.cu's).
+func ParseSignatures(src string) (map[string]string, error) {
 	sigs := map[string]string{}
 	for _, m := range kernelDecl.FindAllStringSubmatch(src, -1) {
 		var kinds strings.Builder
@@ -95,4 +96,77 @@ func paramKind(words []string) (byte, error) {
 		return 'u', nil
 	}
 	return 0, fmt.Errorf("parameter %q: unsupported type %q", decl, typ)
+}
+
+// StaticShared maps every kernel of kernels.cu to the bytes of __shared__ memory it declares
+// (the static shared memory of one block), read from the source: the emulated device checks
+// it against the GPU's 48 KiB limit at every launch.
+var StaticShared = sync.OnceValue(func() map[string]int {
+	sizes, err := staticShared(Source)
+	if err != nil {
+		panic("kernels.cu: " + err.Error()) // the embedded source is fixed: a test covers it
+	}
+	return sizes
+})
+
+var (
+	defineRe = regexp.MustCompile(`(?m)^#define (\w+) (\d+)\b`)
+	sharedRe = regexp.MustCompile(`__shared__ (\w+(?: \w+)?) ([^;]+);`)
+	declRe   = regexp.MustCompile(`^(\w+)((?:\[\w+\])*)$`)
+	dimRe    = regexp.MustCompile(`\[(\w+)\]`)
+)
+
+// elemBytes are the sizes of the element types shared arrays use.
+var elemBytes = map[string]int{"float": 4, "int": 4, "unsigned int": 4, "unsigned": 4, "double": 8,
+	"u64": 8, "long long": 8, "unsigned short": 2, "char": 1}
+
+// staticShared sums each kernel's __shared__ declarations (array sizes are integer literals
+// or #define'd integers).
+func staticShared(src string) (map[string]int, error) {
+	consts := map[string]int{}
+	for _, m := range defineRe.FindAllStringSubmatch(src, -1) {
+		consts[m[1]], _ = strconv.Atoi(m[2])
+	}
+	dim := func(s string) (int, error) {
+		if n, err := strconv.Atoi(s); err == nil {
+			return n, nil
+		}
+		if n, ok := consts[s]; ok {
+			return n, nil
+		}
+		return 0, fmt.Errorf("array size %q is neither a literal nor a #define", s)
+	}
+	out := map[string]int{}
+	decls := kernelDecl.FindAllStringSubmatchIndex(src, -1)
+	for i, d := range decls {
+		name := src[d[2]:d[3]]
+		end := len(src)
+		if i+1 < len(decls) {
+			end = decls[i+1][0]
+		}
+		total := 0
+		for _, m := range sharedRe.FindAllStringSubmatch(src[d[1]:end], -1) {
+			size, ok := elemBytes[m[1]]
+			if !ok {
+				return nil, fmt.Errorf("kernel %s: __shared__ element type %q", name, m[1])
+			}
+			for _, v := range strings.Split(m[2], ",") {
+				dm := declRe.FindStringSubmatch(strings.TrimSpace(v))
+				if dm == nil {
+					return nil, fmt.Errorf("kernel %s: __shared__ declaration %q", name, v)
+				}
+				n := size
+				for _, s := range dimRe.FindAllStringSubmatch(dm[2], -1) {
+					k, err := dim(s[1])
+					if err != nil {
+						return nil, fmt.Errorf("kernel %s: %w", name, err)
+					}
+					n *= k
+				}
+				total += n
+			}
+		}
+		out[name] = total
+	}
+	return out, nil
 }

@@ -13,7 +13,7 @@ extern "C" __global__ void k1(float* out, const int* ids, int n, long long total
                               float eps, double amp, u64 seed) {
 }
 extern "C" __global__ void k2(unsigned short* dst) {}`
-	sigs, err := parseSignatures(src)
+	sigs, err := ParseSignatures(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,11 +26,30 @@ extern "C" __global__ void k2(unsigned short* dst) {}`
 		`extern "C" __global__ void k(int n) {} extern "C" __global__ void k(int n) {}`,
 		`no kernels here`,
 	} {
-		if _, err := parseSignatures(bad); err == nil {
-			t.Errorf("parseSignatures(%q) succeeded", bad)
+		if _, err := ParseSignatures(bad); err == nil {
+			t.Errorf("ParseSignatures(%q) succeeded", bad)
 		}
 	}
 	if n := strings.Count(Source, "__global__ void "); len(Signatures()) != n {
 		t.Errorf("kernels.cu: %d signatures for %d kernels", len(Signatures()), n)
+	}
+}
+
+// TestStaticShared sums each kernel's __shared__ arrays from the source.
+func TestStaticShared(t *testing.T) {
+	got := StaticShared()
+	for name, want := range map[string]int{
+		"norm_fwd": 4 * 1024, "attn_fwd": 2 * 4 * AttBK * MaxHeadDim, "attn_bwd_dkv": 2*4*AttBQ*MaxHeadDim + 2*4*AttBQ,
+		"xent": 8 * 1024, "sumsq": 8 * 256, "embed_fwd": 0,
+	} {
+		if got[name] != want {
+			t.Errorf("%s: %d bytes of static shared memory, want %d", name, got[name], want)
+		}
+	}
+	if len(got) != len(Signatures()) {
+		t.Errorf("%d kernels sized, %d declared", len(got), len(Signatures()))
+	}
+	if _, err := staticShared(`extern "C" __global__ void k(int n) { __shared__ float x[N]; }`); err == nil {
+		t.Error("an undefined array size was accepted")
 	}
 }
