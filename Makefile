@@ -11,8 +11,8 @@ DEMO_DIR  ?= runs/demo
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-## test: static checks and the whole test suite (what CI runs)
-test: vet
+## test: static checks, the CUDA kernels' compile check and the whole test suite (what CI runs)
+test: vet cuda-check
 	$(GO) test ./...
 
 vet:
@@ -57,9 +57,11 @@ conformance: build
 clean:
 	rm -rf $(BIN)
 
-## cuda-check: compile-check the CUDA kernels with NVRTC (skips with a message where NVRTC is absent)
+## cuda-check: compile-check the CUDA kernels: clang-19 to PTX for sm_80 and sm_90 without a CUDA SDK
+## (bin/kernels_sm_80.ptx, bin/kernels_sm_90.ptx; fails without clang-19), then NVRTC for the local
+## GPU's architecture (else sm_90) where libnvrtc is installed (skipped with a message otherwise)
 cuda-check:
-	$(GO) run ./backends/cuda/cmd/cudacheck sm_90
+	$(GO) run ./backends/cuda/cmd/cudacheck -out $(BIN)
 
 ## gpu-bundle: what a GPU machine (no Go there) needs, built here: stripped bin/mypt and
 ## bin/mypt-backend-{cpu,cuda,xla} (cgo on, so the xla plugin has its PJRT path), packed into
