@@ -129,7 +129,7 @@ var _ Device = (*Emulated)(nil)
 // opens a device on it.
 func NewEmulated(opts EmulatedOptions) (*Emulated, error) {
 	log := cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))
-	cxx, err := emuCompiler(opts.Compiler)
+	cxx, err := EmulatorCompiler(opts.Compiler)
 	if err != nil {
 		return nil, err
 	}
@@ -154,8 +154,9 @@ func NewEmulated(opts EmulatedOptions) (*Emulated, error) {
 	return e, nil
 }
 
-// emuCompiler picks the host C++ compiler.
-func emuCompiler(want string) (string, error) {
+// EmulatorCompiler returns the host C++ compiler the emulated device builds with: want, or
+// $MYPT_CUDA_EMU_CXX, or the first of clang++-19, clang++ and g++ on $PATH.
+func EmulatorCompiler(want string) (string, error) {
 	want = cmp.Or(want, os.Getenv("MYPT_CUDA_EMU_CXX"))
 	candidates := []string{"clang++-19", "clang++", "g++"}
 	if want != "" {

@@ -68,15 +68,14 @@ struct Launch {
   uint64_t seed = 0;
   std::mutex mu;
   std::string error;  // the first failure
+  std::atomic<bool> failedFlag{false};
 
   void fail(const std::string& msg) {
     std::lock_guard<std::mutex> l(mu);
     if (error.empty()) error = msg;
+    failedFlag.store(true, std::memory_order_relaxed);
   }
-  bool failed() {
-    std::lock_guard<std::mutex> l(mu);
-    return !error.empty();
-  }
+  bool failed() const { return failedFlag.load(std::memory_order_relaxed); }
 };
 
 // Worker is one OS thread running blocks, with its fibers.
@@ -86,6 +85,7 @@ struct Worker {
   Launch* launch = nullptr;
   std::vector<char> dynShared;
   std::vector<char> altStack;
+  std::vector<int> order;  // the round's thread order
 };
 
 thread_local Worker* tlsWorker = nullptr;
@@ -146,17 +146,14 @@ void resume(Worker* w, Fiber* f) {
   }
 }
 
-// order returns the sequence in which a round runs the block's n threads.
-std::vector<int> order(int n, const Launch& l, uint64_t blockLinear, int round) {
-  std::vector<int> o(n);
-  for (int i = 0; i < n; i++) o[i] = i;
-  if (l.schedule == kReverse) {
-    std::reverse(o.begin(), o.end());
-  } else if (l.schedule == kRandom) {
+// order fills o with the sequence in which a round runs the block's n threads.
+void order(std::vector<int>& o, int n, const Launch& l, uint64_t blockLinear, int round) {
+  o.resize(n);
+  for (int i = 0; i < n; i++) o[i] = l.schedule == kReverse ? n - 1 - i : i;
+  if (l.schedule == kRandom) {
     std::mt19937_64 rng(l.seed ^ (blockLinear * 0x9E3779B97F4A7C15ULL) ^ (uint64_t(round) << 32));
     std::shuffle(o.begin(), o.end(), rng);
   }
-  return o;
 }
 
 // warpResult computes lane's result of the collective the lanes of group (a bit mask of
@@ -277,7 +274,8 @@ void runBlock(Worker* w, uint64_t linearBlock) {
     w->dynShared.assign(l->dynShared, 0);
   }
   for (int round = 0;; round++) {
-    for (int i : order(n, *l, linearBlock, round)) {
+    order(w->order, n, *l, linearBlock, round);
+    for (int i : w->order) {
       Fiber* f = w->fibers[i];
       if (f->state == State::kRunnable) resume(w, f);
       if (l->failed()) break;
