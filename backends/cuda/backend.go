@@ -1,8 +1,9 @@
 // Package cuda is mypt's CUDA backend (plugin mypt-backend-cuda): hand-written CUDA kernels
 // (backends/cuda/kernels, compiled at run time by NVRTC) and cuBLASLt matrix products,
-// driven from Go through run-time bindings (backends/cuda/driver, no cgo). The step
-// orchestration in model.go runs unchanged on backends/cuda/device's Fake device, which is
-// how CI checks it against the PyTorch golden vectors without a GPU. Semantics follow the
+// driven from Go through run-time bindings (backends/cuda/driver, no cgo). Without a GPU the
+// same kernels.cu runs on backends/cuda/device's emulated device (compiled by a host C++
+// compiler against a CUDA execution model), which is how CI checks the kernels and the step
+// orchestration against the PyTorch golden vectors. Semantics follow the
 // CPU reference backend (docs/CPU_BACKEND.md); see docs/CUDA.md. The RPC shell is
 // sdk/backendkit's; this package holds the device work.
 package cuda
@@ -27,9 +28,9 @@ const Version = "0.2.0"
 
 // Options configure a backend.
 type Options struct {
-	// Device selects what the backend computes on: "gpu" (the default), "emulated"
+	// Device selects what the backend computes on: "gpu" (the default) or "emulated"
 	// (kernels.cu itself run on the CPU by backends/cuda/device's emulator: how the kernels
-	// are tested without a GPU) or "fake" (Go twins of the kernels).
+	// are tested without a GPU; it needs a host C++ compiler).
 	Device string
 	// Schedule orders the threads of an emulated block between barriers (device.ParseSchedule:
 	// "forward", "reverse", "random[:SEED]"); empty means forward.
@@ -43,14 +44,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// OptionsFromEnv reads the plugin's environment: MYPT_CUDA_DEVICE (gpu, emulated or fake;
-// MYPT_CUDA_FAKE=1 is the older spelling of fake) and MYPT_CUDA_EMU_SCHEDULE.
+// OptionsFromEnv reads the plugin's environment: MYPT_CUDA_DEVICE (gpu or emulated) and
+// MYPT_CUDA_EMU_SCHEDULE.
 func OptionsFromEnv() Options {
-	o := Options{Device: os.Getenv("MYPT_CUDA_DEVICE"), Schedule: os.Getenv("MYPT_CUDA_EMU_SCHEDULE")}
-	if o.Device == "" && os.Getenv("MYPT_CUDA_FAKE") == "1" {
-		o.Device = "fake"
-	}
-	return o
+	return Options{Device: os.Getenv("MYPT_CUDA_DEVICE"), Schedule: os.Getenv("MYPT_CUDA_EMU_SCHEDULE")}
 }
 
 // New returns a CUDA backend; the device is opened on the first call that needs it.
@@ -80,8 +77,6 @@ func (e *engine) device() (device.Device, error) {
 	}
 	var err error
 	switch e.opts.Device {
-	case "fake":
-		e.dev = device.NewFake()
 	case "emulated":
 		var sched device.Schedule
 		if sched, err = device.ParseSchedule(e.opts.Schedule); err == nil {
@@ -90,7 +85,7 @@ func (e *engine) device() (device.Device, error) {
 	case "", "gpu":
 		e.dev, err = device.OpenGPU(e.opts.Ordinal, e.opts.CacheDir, e.opts.Logger)
 	default:
-		err = fmt.Errorf("device %q: want gpu, emulated or fake", e.opts.Device)
+		err = fmt.Errorf("device %q: want gpu or emulated", e.opts.Device)
 	}
 	if err != nil {
 		e.dev = nil

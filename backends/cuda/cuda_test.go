@@ -34,7 +34,7 @@ func grads(t *testing.T, b sdk.Backend) map[string][]float32 {
 }
 
 // Dropout and NEFTune masks are the CPU backend's (same hash, same indices): with dropout
-// 0.2 and NEFTune 5 on the packed cases, the fake device's loss and gradients match the
+// 0.2 and NEFTune 5 on the packed cases, the emulated device's loss and gradients match the
 // CPU reference backend's to float32 rounding.
 func TestDropoutNEFTuneMatchCPU(t *testing.T) {
 	ctx := context.Background()
@@ -45,7 +45,7 @@ func TestDropoutNEFTuneMatchCPU(t *testing.T) {
 		t.Run(g.Case, func(t *testing.T) {
 			g.Model.Dropout, g.Model.NeftuneAlpha = 0.2, 5
 			defer func() { g.Model.Dropout, g.Model.NeftuneAlpha = 0, 0 }()
-			gpu, ref := New(Options{Device: "fake"}), cpu.New(cpu.Options{Threads: 1})
+			gpu, ref := New(emulated(t)), cpu.New(cpu.Options{Threads: 1})
 			configure(t, gpu, g, nil)
 			configure(t, ref, g, nil)
 			req := &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: float32(1 / math.Max(g.WeightSum, 1)), DropoutSeed: 1234}
@@ -120,7 +120,7 @@ func TestBF16Golden(t *testing.T) {
 	ctx := context.Background()
 	for _, g := range golden.Cases(t) {
 		t.Run(g.Case, func(t *testing.T) {
-			b := New(Options{Device: "fake"})
+			b := New(emulated(t))
 			configure(t, b, g, &pb.Precision{ComputeDtype: pb.DType_DTYPE_BF16})
 			ev, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: g.NewBatch(), ReturnLogits: true})
 			if err != nil {
@@ -143,7 +143,7 @@ func TestBF16Golden(t *testing.T) {
 	}
 }
 
-// The order of kernels in one training step, as the fake device records it (LLaMA case).
+// The order of kernels in one training step, as the emulated device records it (LLaMA case).
 func TestStepKernelOrder(t *testing.T) {
 	ctx := context.Background()
 	var g *golden.Case
@@ -153,8 +153,8 @@ func TestStepKernelOrder(t *testing.T) {
 		}
 	}
 	b := newGoldenBackend(t, g)
-	fake := fakeOf(t, b)
-	fake.Trace()
+	dev := emulatedDevice(t, b)
+	dev.Trace()
 	if _, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -162,33 +162,32 @@ func TestStepKernelOrder(t *testing.T) {
 	fwd := "embed_fwd " + layer + " " + layer + " norm_fwd fill_rows gemm xent"
 	blayer := "gemm gemm swiglu_bwd gemm gemm gemm gemm norm_bwd_dx norm_bwd_dw gemm gemm attn_bwd_pre attn_bwd_dq attn_bwd_dkv rope gemm gemm norm_bwd_dx norm_bwd_dw"
 	bwd := "gemm gemm col_sum_add norm_bwd_dx norm_bwd_dw " + blayer + " " + blayer + " embed_bwd"
-	if got, want := strings.Join(fake.Trace(), " "), fwd+" "+bwd; got != want {
+	if got, want := strings.Join(dev.Trace(), " "), fwd+" "+bwd; got != want {
 		t.Errorf("ForwardBackward kernels:\n got %s\nwant %s", got, want)
 	}
 	if _, err := b.OptimizerStep(ctx, &pb.OptimizerStepRequest{LearningRate: 1e-3, ClipNorm: 1}); err != nil {
 		t.Fatal(err)
 	}
 	// sumsq, then one adamw per run of tensors with equal decay
-	tr := fake.Trace()
+	tr := dev.Trace()
 	if tr[0] != "sumsq" || len(tr) < 2 || slices.IndexFunc(tr[1:], func(s string) bool { return s != "adamw" }) >= 0 {
 		t.Errorf("OptimizerStep kernels %v", tr)
 	}
-	live, peak := fake.LiveBytes()
-	t.Logf("device memory: %d bytes live, %d peak", live, peak)
 }
 
-// fakeOf returns the fake device a backend made by New(Options{Device: "fake"}) computes on.
-func fakeOf(t *testing.T, b *backendkit.Backend) *device.Fake {
+// emulatedDevice returns the emulated device a backend made by New(emulated(t)) computes on.
+func emulatedDevice(t *testing.T, b *backendkit.Backend) *device.Emulated {
 	t.Helper()
 	d, err := b.Engine().(*engine).device()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d.(*device.Fake)
+	return d.(*device.Emulated)
 }
 
-// Every kernel of kernels.cu has a Go twin, and its signature is parsed from the source.
-func TestKernelsHaveTwins(t *testing.T) {
+// Every kernel of kernels.cu has a signature parsed from its declaration, and the device
+// refuses a launch whose arguments do not match it.
+func TestKernelSignatures(t *testing.T) {
 	sigs := kernels.Signatures()
 	if n := strings.Count(kernels.Source, "__global__ void "); n != len(sigs) {
 		t.Errorf("kernels.cu declares %d kernels, %d signatures parsed", n, len(sigs))
@@ -196,31 +195,37 @@ func TestKernelsHaveTwins(t *testing.T) {
 	if got, want := sigs["attn_fwd"], "pppppp"+"iiiiiiii"+"uuuf"; got != want {
 		t.Errorf("attn_fwd signature %q, want %q (from its declaration in kernels.cu)", got, want)
 	}
-	d := device.NewFake()
+	b := New(emulated(t))
+	d, err := b.Engine().(*engine).device()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, spec := range sigs {
 		args := make([]any, len(spec))
 		for i := range args {
 			args[i] = "x"
 		}
-		if err := d.Launch(name, device.D1(1), device.D1(1), args...); err == nil || strings.Contains(err.Error(), "no Go twin") {
+		if err := d.Launch(name, device.D1(1), device.D1(1), args...); err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s: launch with bad arguments: %v", name, err)
 		}
+	}
+	if err := d.Launch("no_such_kernel", device.D1(1), device.D1(1)); err == nil {
+		t.Error("launch of an unknown kernel succeeded")
 	}
 }
 
 // Every kernel the model launches goes through its typed launcher (launch.go), and the
 // device checks each launch's arguments against the signature parsed from kernels.cu: one
 // pass over training (dropout, NEFTune, packing, frozen tensors), evaluation, the optimizer
-// and the KV cache launches every kernel but cast_bf16 (the GPU device's own, for bf16
-// products).
+// and the KV cache, plus one bf16 evaluation (cast_bf16), launches every kernel.
 func TestEveryKernelLaunched(t *testing.T) {
 	ctx := context.Background()
 	launched := map[string]bool{}
 	for _, g := range golden.Cases(t) {
 		g.Model.Dropout, g.Model.NeftuneAlpha = 0.1, 5
-		b := New(Options{Device: "fake"})
+		b := New(emulated(t))
 		configure(t, b, g, nil)
-		fake := fakeOf(t, b)
+		dev := emulatedDevice(t, b)
 		if _, err := b.ForwardBackward(ctx, &pb.ForwardBackwardRequest{Batch: g.NewBatch(), GradScale: 1, DropoutSeed: 3}); err != nil {
 			t.Fatal(err)
 		}
@@ -237,12 +242,22 @@ func TestEveryKernelLaunched(t *testing.T) {
 		if _, err := b.Decode(ctx, &pb.DecodeRequest{CacheHandle: p.CacheHandle, Token: 1}); err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range fake.Trace() {
+		for _, k := range dev.Trace() {
 			launched[k] = true
 		}
 	}
+	g := golden.Cases(t)[0]
+	b := New(emulated(t))
+	configure(t, b, g, &pb.Precision{ComputeDtype: pb.DType_DTYPE_BF16})
+	dev := emulatedDevice(t, b)
+	if _, err := b.Evaluate(ctx, &pb.EvaluateRequest{Batch: g.NewBatch()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range dev.Trace() {
+		launched[k] = true
+	}
 	for name := range kernels.Signatures() {
-		if !launched[name] && name != "cast_bf16" {
+		if !launched[name] {
 			t.Errorf("kernel %s was never launched", name)
 		}
 	}

@@ -1,7 +1,6 @@
 // Command mypt-backend-cuda is the CUDA backend plugin; the mypt core starts it.
 // MYPT_CUDA_DEVICE=emulated runs kernels.cu itself on the CPU (the emulated device, which
-// needs a C++ compiler); MYPT_CUDA_DEVICE=fake (or MYPT_CUDA_FAKE=1) runs the Go twins of
-// the kernels; the default is the GPU.
+// needs a C++ compiler); the default is the GPU.
 package main
 
 import (

@@ -1,9 +1,10 @@
 // Package device is what the CUDA backend computes on: a Device allocates memory, copies
 // to and from it, launches the kernels of backends/cuda/kernels by name and runs matrix
 // products. Two implementations: GPU (the driver API, NVRTC and cuBLASLt through
-// backends/cuda/driver) and Fake, which runs a Go twin of every kernel with the CUDA
-// code's blockIdx/threadIdx indexing so that the host side — buffer sizes, offsets, launch
-// shapes, the order of kernels in a step — is tested in CI without a GPU.
+// backends/cuda/driver) and Emulated, which compiles the same kernels.cu for the CPU
+// against a CUDA execution model (device/emu), so that the kernels and the host side —
+// buffer sizes, offsets, launch shapes, the order of kernels in a step — are tested in CI
+// without a GPU.
 package device
 
 import (

@@ -448,6 +448,7 @@ func (e *Emulated) castLocked(slot int, src Ptr, n int) (Ptr, error) {
 		}
 		e.cast[slot], e.castN[slot] = p, n
 	}
+	e.trace = append(e.trace, "cast_bf16")
 	err := e.launchLocked("cast_bf16", D1(Blocks(n, kernels.EltBlock)), D1(kernels.EltBlock), 0, []any{e.cast[slot], src, int64(n)})
 	return e.cast[slot], err
 }

@@ -1,7 +1,7 @@
 // Package kernels holds the CUDA C source of the backend's kernels (kernels.cu, embedded)
 // and their signatures read from it, which both devices check every launch against: the
-// GPU device loads and marshals by them, the fake device (backends/cuda/device) hands the
-// arguments to the kernel's Go twin.
+// GPU device marshals launches by them, the emulated device (backends/cuda/device) also
+// generates its table of kernel trampolines from them.
 package kernels
 
 import (
