@@ -323,7 +323,8 @@ void runBlock(Worker* w, uint64_t linearBlock) {
   }
 }
 
-// Pool is the OS threads that run blocks; launches are serialised.
+// Pool is the OS threads that run blocks; launches are serialised (every device of a
+// process that loaded this library shares the pool).
 class Pool {
  public:
   explicit Pool(int n) {
@@ -331,6 +332,7 @@ class Pool {
   }
 
   void run(Launch* l) {
+    std::lock_guard<std::mutex> one(runMu_);
     {
       std::unique_lock<std::mutex> g(mu_);
       launch_ = l;
@@ -376,6 +378,7 @@ class Pool {
   }
 
   std::vector<std::thread> threads_;
+  std::mutex runMu_;  // held by the launch in progress
   std::mutex mu_;
   std::condition_variable cv_, done_;
   Launch* launch_ = nullptr;
@@ -384,8 +387,6 @@ class Pool {
 };
 
 Pool* pool = nullptr;
-Schedule schedule = kForward;
-uint64_t scheduleSeed = 0;
 struct sigaction previousSegv, previousBus;
 
 // onFault reports a memory fault inside a kernel (an address outside every device
@@ -446,13 +447,11 @@ void* dynamicShared() { return tlsWorker->dynShared.data(); }
 
 extern "C" {
 
-// emu_init starts the pool of threads OS threads (0: one per core), sets the schedule
-// (0 forward, 1 reverse, 2 random with seed) and installs the fault reporter.
-int emu_init(int threads, int schedule, unsigned long long seed) {
-  if (emu::pool) return 0;
+// emu_init starts the pool of threads OS threads (0: one per core) and installs the fault
+// reporter; once started, it returns the pool's size.
+int emu_init(int threads) {
+  if (emu::pool) return emu::pool->size();
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  emu::schedule = emu::Schedule(schedule);
-  emu::scheduleSeed = seed;
   struct sigaction sa {};
   sa.sa_sigaction = emu::onFault;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
@@ -469,9 +468,10 @@ const char* emu_kernel_name(int i) { return i >= 0 && i < emu_kernel_table_len ?
 
 // emu_launch runs kernel name over grid×block threads with dynShared bytes of dynamic
 // shared memory; args[i] points at the 8-byte slot of argument i (little-endian, the
-// value in its low bytes). It returns 0, or 1 with the reason in err.
+// value in its low bytes); schedule orders a block's threads between barriers (0 forward,
+// 1 reverse, 2 random from seed). It returns 0, or 1 with the reason in err.
 int emu_launch(const char* name, const unsigned* grid, const unsigned* block, unsigned long long dynShared, void** args,
-               char* err, int errLen) {
+               int schedule, unsigned long long seed, char* err, int errLen) {
   auto fail = [&](const std::string& msg) {
     std::snprintf(err, size_t(errLen), "%s", msg.c_str());
     return 1;
@@ -493,8 +493,9 @@ int emu_launch(const char* name, const unsigned* grid, const unsigned* block, un
   l.block = dim3{block[0], block[1], block[2]};
   l.dynShared = dynShared;
   l.blocks = 1ULL * grid[0] * grid[1] * grid[2];
-  l.schedule = emu::schedule;
-  l.seed = emu::scheduleSeed;
+  if (schedule < emu::kForward || schedule > emu::kRandom) return fail("unknown schedule " + std::to_string(schedule));
+  l.schedule = emu::Schedule(schedule);
+  l.seed = seed;
   emu::pool->run(&l);
   if (!l.error.empty()) return fail(l.error);
   return 0;
