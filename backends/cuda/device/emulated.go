@@ -270,7 +270,7 @@ func (e *Emulated) load(path string, threads int) (int, error) {
 func (e *Emulated) Info() Info { return e.info }
 
 // Alloc implements Device: a fresh mapping, the data right-aligned (16 bytes) against a
-// guard page so that reading or writing past its end faults.
+// guard page so that reading or writing past its end faults, and poisoned.
 func (e *Emulated) Alloc(bytes int) (Ptr, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -293,10 +293,24 @@ func (e *Emulated) allocLocked(bytes int) (Ptr, error) {
 		return 0, fmt.Errorf("emulated device: guard page: %w", err)
 	}
 	off := n - page - data
+	// cuMemAlloc leaves memory uninitialised: poison it (all-ones bytes: NaN as float32,
+	// -1 as int32) so that code counting on zeroed buffers fails here as it may on a GPU.
+	poison(m[:n-page])
 	a := emuAlloc{mapping: m, base: Ptr(uintptr(unsafe.Pointer(&m[off]))), off: off, bytes: bytes}
 	i := sort.Search(len(e.allocs), func(i int) bool { return e.allocs[i].base > a.base })
 	e.allocs = slices.Insert(e.allocs, i, a)
 	return a.base, nil
+}
+
+// poison fills b with all-ones bytes (doubling copies: allocations reach megabytes).
+func poison(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	b[0] = 0xff
+	for n := 1; n < len(b); n *= 2 {
+		copy(b[n:], b[:n])
+	}
 }
 
 // Free implements Device.

@@ -271,7 +271,7 @@ void runBlock(Worker* w, uint64_t linearBlock) {
     f->state = State::kRunnable;
   }
   if (l->dynShared) {
-    w->dynShared.assign(l->dynShared, 0);
+    w->dynShared.assign(l->dynShared, 0xff);  // uninitialised on a GPU: poisoned (NaN floats)
   }
   for (int round = 0;; round++) {
     order(w->order, n, *l, linearBlock, round);
