@@ -384,8 +384,6 @@ class Pool {
 };
 
 Pool* pool = nullptr;
-Schedule schedule = kForward;
-uint64_t scheduleSeed = 0;
 struct sigaction previousSegv, previousBus;
 
 // onFault reports a memory fault inside a kernel (an address outside every device
@@ -446,13 +444,14 @@ void* dynamicShared() { return tlsWorker->dynShared.data(); }
 
 extern "C" {
 
-// emu_init starts the pool of threads OS threads (0: one per core), sets the schedule
-// (0 forward, 1 reverse, 2 random with seed) and installs the fault reporter.
-int emu_init(int threads, int schedule, unsigned long long seed) {
-  if (emu::pool) return 0;
+// emu_init starts the pool of threads OS threads (0: one per core) and installs the fault
+// reporter, once per process (every device of a process shares the library). It returns
+// the pool's size.
+int emu_init(int threads) {
+  static std::mutex mu;
+  std::lock_guard<std::mutex> l(mu);
+  if (emu::pool) return emu::pool->size();
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  emu::schedule = emu::Schedule(schedule);
-  emu::scheduleSeed = seed;
   struct sigaction sa {};
   sa.sa_sigaction = emu::onFault;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
@@ -469,9 +468,11 @@ const char* emu_kernel_name(int i) { return i >= 0 && i < emu_kernel_table_len ?
 
 // emu_launch runs kernel name over grid×block threads with dynShared bytes of dynamic
 // shared memory; args[i] points at the 8-byte slot of argument i (little-endian, the
-// value in its low bytes). It returns 0, or 1 with the reason in err.
+// value in its low bytes). schedule orders a block's threads between barriers (0 forward,
+// 1 reverse, 2 random from seed): the launching device's, since devices share the library.
+// It returns 0, or 1 with the reason in err.
 int emu_launch(const char* name, const unsigned* grid, const unsigned* block, unsigned long long dynShared, void** args,
-               char* err, int errLen) {
+               int schedule, unsigned long long seed, char* err, int errLen) {
   auto fail = [&](const std::string& msg) {
     std::snprintf(err, size_t(errLen), "%s", msg.c_str());
     return 1;
@@ -493,8 +494,9 @@ int emu_launch(const char* name, const unsigned* grid, const unsigned* block, un
   l.block = dim3{block[0], block[1], block[2]};
   l.dynShared = dynShared;
   l.blocks = 1ULL * grid[0] * grid[1] * grid[2];
-  l.schedule = emu::schedule;
-  l.seed = emu::scheduleSeed;
+  if (schedule < emu::kForward || schedule > emu::kRandom) return fail("unknown schedule " + std::to_string(schedule));
+  l.schedule = emu::Schedule(schedule);
+  l.seed = seed;
   emu::pool->run(&l);
   if (!l.error.empty()) return fail(l.error);
   return 0;
