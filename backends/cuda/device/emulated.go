@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
@@ -50,7 +51,8 @@ type Schedule struct {
 	Seed uint64
 }
 
-// ParseSchedule reads "forward", "reverse" or "random[:SEED]" (MYPT_CUDA_EMU_SCHEDULE).
+// ParseSchedule reads "forward", "reverse" or "random[:SEED]" (MYPT_CUDA_EMU_SCHEDULE;
+// SEED a decimal uint64).
 func ParseSchedule(s string) (Schedule, error) {
 	order, seed, hasSeed := strings.Cut(s, ":")
 	sc := Schedule{Order: cmp.Or(order, "forward")}
@@ -61,7 +63,8 @@ func ParseSchedule(s string) (Schedule, error) {
 		}
 	case "random":
 		if hasSeed {
-			if _, err := fmt.Sscan(seed, &sc.Seed); err != nil {
+			var err error
+			if sc.Seed, err = strconv.ParseUint(seed, 10, 64); err != nil {
 				return sc, fmt.Errorf("schedule %q: seed: %w", s, err)
 			}
 		}
