@@ -79,7 +79,12 @@ type Device interface {
 
 // CheckArgs verifies args against the kernel's spec and shapes against CUDA's limits.
 func CheckArgs(name string, grid, block Dim3, args []any) error {
-	spec, ok := kernels.Signatures()[name]
+	return checkArgs(kernels.Signatures(), name, grid, block, args)
+}
+
+// checkArgs is CheckArgs against the signatures sigs of a kernel source.
+func checkArgs(sigs map[string]string, name string, grid, block Dim3, args []any) error {
+	spec, ok := sigs[name]
 	if !ok {
 		return fmt.Errorf("unknown kernel %q", name)
 	}

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
@@ -50,7 +51,8 @@ type Schedule struct {
 	Seed uint64
 }
 
-// ParseSchedule reads "forward", "reverse" or "random[:SEED]" (MYPT_CUDA_EMU_SCHEDULE).
+// ParseSchedule reads "forward", "reverse" or "random[:SEED]" (MYPT_CUDA_EMU_SCHEDULE;
+// SEED a decimal uint64).
 func ParseSchedule(s string) (Schedule, error) {
 	order, seed, hasSeed := strings.Cut(s, ":")
 	sc := Schedule{Order: cmp.Or(order, "forward")}
@@ -61,7 +63,8 @@ func ParseSchedule(s string) (Schedule, error) {
 		}
 	case "random":
 		if hasSeed {
-			if _, err := fmt.Sscan(seed, &sc.Seed); err != nil {
+			var err error
+			if sc.Seed, err = strconv.ParseUint(seed, 10, 64); err != nil {
 				return sc, fmt.Errorf("schedule %q: seed: %w", s, err)
 			}
 		}
@@ -106,7 +109,9 @@ type Emulated struct {
 	schedule Schedule
 	launch   func(name string, grid, block *uint32, dynShared uint64, args unsafe.Pointer, schedule int32,
 		seed uint64, err *byte, errLen int32) int32
-	arena  []byte // C-visible argument slots (mmap'ed, no Go pointers inside)
+	sigs   map[string]string // the kernels of the source it runs, and their parameters
+	shared map[string]int    // their static shared memory
+	arena  []byte            // C-visible argument slots (mmap'ed, no Go pointers inside)
 	allocs []emuAlloc
 	bf16   bool
 	cast   [2]Ptr // bf16 copies of a product's operands
@@ -133,11 +138,18 @@ func NewEmulated(opts EmulatedOptions) (*Emulated, error) {
 	if err != nil {
 		return nil, err
 	}
-	lib, err := buildEmulator(cxx, cmp.Or(opts.CacheDir, os.TempDir()), cmp.Or(opts.Source, kernels.Source), log)
+	src := cmp.Or(opts.Source, kernels.Source)
+	e := &Emulated{}
+	if e.sigs, err = kernels.ParseSignatures(src); err != nil {
+		return nil, fmt.Errorf("emulated device: kernel source: %w", err)
+	}
+	if e.shared, err = kernels.ParseStaticShared(src); err != nil {
+		return nil, fmt.Errorf("emulated device: kernel source: %w", err)
+	}
+	lib, err := buildEmulator(cxx, cmp.Or(opts.CacheDir, os.TempDir()), src, log)
 	if err != nil {
 		return nil, err
 	}
-	e := &Emulated{}
 	threads, err := e.load(lib, opts.Threads)
 	if err != nil {
 		return nil, err
@@ -370,15 +382,16 @@ func (e *Emulated) Zero(p Ptr, bytes int) error {
 }
 
 // Launch implements Device: the arguments are checked against the kernel's signature and
-// the launch against an H100's limits, then kernels.cu's own code runs.
+// the launch against an H100's limits (both read from the source the device runs), then
+// the kernel's own code runs.
 func (e *Emulated) Launch(name string, grid, block Dim3, args ...any) error {
-	if err := CheckArgs(name, grid, block, args); err != nil {
+	if err := checkArgs(e.sigs, name, grid, block, args); err != nil {
 		return err
 	}
 	if block.Z > maxBlockZ {
 		return fmt.Errorf("kernel %s: block z %d exceeds %d", name, block.Z, maxBlockZ)
 	}
-	if s := kernels.StaticShared()[name]; s > maxStaticShared {
+	if s := e.shared[name]; s > maxStaticShared {
 		return fmt.Errorf("kernel %s: %d bytes of static shared memory exceed the %d a block may declare", name, s, maxStaticShared)
 	}
 	e.mu.Lock()

@@ -102,7 +102,7 @@ func paramKind(words []string) (byte, error) {
 // (the static shared memory of one block), read from the source: the emulated device checks
 // it against the GPU's 48 KiB limit at every launch.
 var StaticShared = sync.OnceValue(func() map[string]int {
-	sizes, err := staticShared(Source)
+	sizes, err := ParseStaticShared(Source)
 	if err != nil {
 		panic("kernels.cu: " + err.Error()) // the embedded source is fixed: a test covers it
 	}
@@ -120,9 +120,9 @@ var (
 var elemBytes = map[string]int{"float": 4, "int": 4, "unsigned int": 4, "unsigned": 4, "double": 8,
 	"u64": 8, "long long": 8, "unsigned short": 2, "char": 1}
 
-// staticShared sums each kernel's __shared__ declarations (array sizes are integer literals
-// or #define'd integers).
-func staticShared(src string) (map[string]int, error) {
+// ParseStaticShared sums each kernel's __shared__ declarations in a CUDA source (array
+// sizes are integer literals or #define'd integers); StaticShared is kernels.cu's.
+func ParseStaticShared(src string) (map[string]int, error) {
 	consts := map[string]int{}
 	for _, m := range defineRe.FindAllStringSubmatch(src, -1) {
 		consts[m[1]], _ = strconv.Atoi(m[2])

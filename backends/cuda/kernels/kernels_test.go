@@ -49,7 +49,7 @@ func TestStaticShared(t *testing.T) {
 	if len(got) != len(Signatures()) {
 		t.Errorf("%d kernels sized, %d declared", len(got), len(Signatures()))
 	}
-	if _, err := staticShared(`extern "C" __global__ void k(int n) { __shared__ float x[N]; }`); err == nil {
+	if _, err := ParseStaticShared(`extern "C" __global__ void k(int n) { __shared__ float x[N]; }`); err == nil {
 		t.Error("an undefined array size was accepted")
 	}
 }

@@ -195,60 +195,88 @@ uint64_t warpResult(Fiber** lanes, unsigned group, int lane) {
   return 0;
 }
 
-// resolveWarps completes every warp collective whose participants have all arrived. It
-// returns whether one completed; a collective that can never complete (a participant
-// waits at a barrier, or at another op) fails the launch.
+// sameCollective reports whether g waits at the collective f waits at: the same operation
+// with the same mask, or for __activemask the same call site (the lanes that run it
+// converged).
+bool sameCollective(const Fiber* f, const Fiber* g) {
+  return g->state == State::kAtWarp && g->op == f->op &&
+         (f->op == kActiveMask ? g->site == f->site : g->mask == f->mask);
+}
+
+// resolveWarps completes every warp collective whose participants have all arrived: the
+// live lanes its mask names (__activemask: the lanes at its call site, whatever the others
+// do). A lane of the mask that waits elsewhere, at a barrier or at another collective, may
+// still arrive (it skipped a collective the others wait at, say), so the collective waits;
+// when nothing in the block can move, runBlock reports it (stuckWarp). It returns whether
+// one completed; a malformed collective fails the launch.
 bool resolveWarps(Worker* w, int n) {
   Launch* l = w->launch;
   bool progress = false;
   for (int base = 0; base < n; base += 32) {
     Fiber* lanes[32] = {};
     for (int i = 0; i < 32 && base + i < n; i++) lanes[i] = w->fibers[base + i];
-    int first = -1;
-    for (int i = 0; i < 32; i++) {
-      if (lanes[i] && lanes[i]->state == State::kAtWarp) {
-        first = i;
-        break;
-      }
-    }
-    if (first < 0) continue;
-    Fiber* f = lanes[first];
-    unsigned group = 0;
-    bool waiting = false;
-    for (int i = 0; i < 32; i++) {
-      if (!(f->mask >> i & 1)) continue;
-      Fiber* g = lanes[i];
-      if (!g || g->state == State::kDone) continue;  // exited lanes do not take part
-      if (g->state == State::kRunnable) {
-        waiting = true;  // it has yet to arrive
-        continue;
-      }
-      if (g->state != State::kAtWarp || g->op != f->op || g->mask != f->mask) {
+    unsigned seen = 0;  // lanes whose collective this pass has looked at
+    for (int first = 0; first < 32; first++) {
+      Fiber* f = lanes[first];
+      if (!f || f->state != State::kAtWarp || (seen >> first & 1)) continue;
+      if (f->op != kActiveMask && !(f->mask >> first & 1)) {
         char buf[320];
-        std::snprintf(buf, sizeof buf,
-                      "kernel %s: %s waits at a warp collective (line %d) that lane %d of its warp never reaches "
-                      "(it waits at line %d)",
-                      l->kernel->name, coordsOf(f->coords).c_str(), f->site, i, g->site);
+        std::snprintf(buf, sizeof buf, "kernel %s: %s: the warp collective on line %d has mask %#x, without the calling lane %d",
+                      l->kernel->name, coordsOf(f->coords).c_str(), f->site, f->mask, first);
         l->fail(buf);
         return false;
       }
-      group |= 1u << i;
+      unsigned group = 0;
+      bool complete = true;
+      for (int i = 0; i < 32; i++) {
+        Fiber* g = lanes[i];
+        if (!g || g->state == State::kDone) continue;  // exited lanes do not take part
+        if (f->op != kActiveMask && !(f->mask >> i & 1)) continue;
+        if (sameCollective(f, g)) {
+          group |= 1u << i;
+        } else if (f->op != kActiveMask) {
+          complete = false;  // yet to arrive
+        }
+      }
+      seen |= group;
+      if (!complete) continue;
+      if (f->width < 1 || f->width > 32 || (f->width & (f->width - 1))) {
+        l->fail(std::string("kernel ") + l->kernel->name + ": " + coordsOf(f->coords) + ": shuffle width " +
+                std::to_string(f->width) + " is not a power of two ≤ 32");
+        return false;
+      }
+      for (int i = 0; i < 32; i++) {
+        if (group >> i & 1) lanes[i]->result = warpResult(lanes, group, i);
+      }
+      for (int i = 0; i < 32; i++) {
+        if (group >> i & 1) lanes[i]->state = State::kRunnable;
+      }
+      progress = true;
     }
-    if (waiting) continue;
-    if (f->width < 1 || f->width > 32 || (f->width & (f->width - 1))) {
-      l->fail(std::string("kernel ") + l->kernel->name + ": " + coordsOf(f->coords) + ": shuffle width " +
-              std::to_string(f->width) + " is not a power of two ≤ 32");
-      return false;
-    }
-    for (int i = 0; i < 32; i++) {
-      if (group >> i & 1) lanes[i]->result = warpResult(lanes, group, i);
-    }
-    for (int i = 0; i < 32; i++) {
-      if (group >> i & 1) lanes[i]->state = State::kRunnable;
-    }
-    progress = true;
   }
   return progress;
+}
+
+// stuckWarp describes a warp collective that cannot complete (nothing in the block can
+// move): the first waiting lane, and a lane of its mask that waits elsewhere.
+std::string stuckWarp(Worker* w, int n) {
+  for (int i = 0; i < n; i++) {
+    Fiber* f = w->fibers[i];
+    if (f->state != State::kAtWarp) continue;
+    int base = i & ~31;
+    for (int j = 0; j < 32 && base + j < n; j++) {
+      Fiber* g = w->fibers[base + j];
+      if (!(f->mask >> j & 1) || g->state == State::kDone || sameCollective(f, g)) continue;
+      char buf[400];
+      std::snprintf(buf, sizeof buf,
+                    "kernel %s: %s waits at a warp collective (line %d) that lane %d of its warp never reaches (it "
+                    "waits at %s on line %d)",
+                    w->launch->kernel->name, coordsOf(f->coords).c_str(), f->site, j,
+                    g->state == State::kAtBarrier ? "__syncthreads()" : "another warp collective", g->site);
+      return buf;
+    }
+  }
+  return std::string("kernel ") + w->launch->kernel->name + ": a block deadlocked";
 }
 
 // runBlock runs one block to completion (or until the launch fails).
@@ -316,8 +344,7 @@ void runBlock(Worker* w, uint64_t linearBlock) {
       }
       continue;
     }
-    l->fail(std::string("kernel ") + l->kernel->name + ": a block deadlocked (threads wait at a warp collective "
-                                                         "that lanes waiting at __syncthreads() never reach)");
+    l->fail(stuckWarp(w, n));
     for (int i = 0; i < n; i++) w->fibers[i]->started = false;
     return;
   }
@@ -448,8 +475,11 @@ void* dynamicShared() { return tlsWorker->dynShared.data(); }
 extern "C" {
 
 // emu_init starts the pool of threads OS threads (0: one per core) and installs the fault
-// reporter; once started, it returns the pool's size.
+// reporter, once per process (every device of a process shares the library). It returns
+// the pool's size.
 int emu_init(int threads) {
+  static std::mutex mu;
+  std::lock_guard<std::mutex> l(mu);
   if (emu::pool) return emu::pool->size();
   if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
   struct sigaction sa {};
@@ -468,8 +498,9 @@ const char* emu_kernel_name(int i) { return i >= 0 && i < emu_kernel_table_len ?
 
 // emu_launch runs kernel name over grid×block threads with dynShared bytes of dynamic
 // shared memory; args[i] points at the 8-byte slot of argument i (little-endian, the
-// value in its low bytes); schedule orders a block's threads between barriers (0 forward,
-// 1 reverse, 2 random from seed). It returns 0, or 1 with the reason in err.
+// value in its low bytes). schedule orders a block's threads between barriers (0 forward,
+// 1 reverse, 2 random from seed): the launching device's, since devices share the library.
+// It returns 0, or 1 with the reason in err.
 int emu_launch(const char* name, const unsigned* grid, const unsigned* block, unsigned long long dynShared, void** args,
                int schedule, unsigned long long seed, char* err, int errLen) {
   auto fail = [&](const std::string& msg) {
