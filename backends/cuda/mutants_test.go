@@ -258,7 +258,7 @@ func firstLine(s string) string {
 // checks caught which mutant.
 func TestMutantsCaught(t *testing.T) {
 	if _, err := device.EmulatorCompiler(""); err != nil {
-		t.Skipf("no emulated device: %v", err)
+		t.Fatalf("no emulated device (make test needs clang-19 or g++): %v", err)
 	}
 	if testing.Short() {
 		t.Skip("compiles and runs one emulated device per mutant")
@@ -347,7 +347,7 @@ func TestMutantsCaught(t *testing.T) {
 // cache, loss and gradients with dropout and NEFTune, gradient norm and Adam moments.
 func TestEmulatedMatchesCPUPastGoldenSizes(t *testing.T) {
 	if _, err := device.EmulatorCompiler(""); err != nil {
-		t.Skipf("no emulated device: %v", err)
+		t.Fatalf("no emulated device (make test needs clang-19 or g++): %v", err)
 	}
 	b := func() sdk.Backend { return New(Options{Device: "emulated", Schedule: "random:7"}) }
 	if failed := crossCheck(context.Background(), b); len(failed) > 0 {

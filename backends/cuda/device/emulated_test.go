@@ -152,7 +152,7 @@ func emuCache(t testing.TB) string {
 func newEmu(t testing.TB, src string, sched Schedule) *Emulated {
 	t.Helper()
 	if _, err := EmulatorCompiler(""); err != nil {
-		t.Skipf("no emulated device: %v", err)
+		t.Fatalf("no emulated device (make test needs clang-19 or g++): %v", err)
 	}
 	e, err := NewEmulated(EmulatedOptions{Source: src, Schedule: sched, CacheDir: emuCache(t)})
 	if err != nil {
