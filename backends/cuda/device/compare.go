@@ -76,7 +76,8 @@ func (r KernelResult) Passed() bool { return r.Failures == 0 }
 
 // Mismatch locates an element out of tolerance.
 type Mismatch struct {
-	// Op numbers the Compare's launches and products (from 0); Launch this kernel's.
+	// Op numbers the Compare's checked operations (launches, products and, in BF16 mode,
+	// the casts of their operands; from 0); Launch numbers this kernel's.
 	Op, Launch int
 	// Buffer names the allocation: the kernel parameters (or gemm operands) that point
 	// into it, its element type and size; "not an argument" means a stray write.
