@@ -63,17 +63,24 @@ clean:
 cuda-check:
 	$(GO) run ./backends/cuda/cmd/cudacheck -out $(BIN)
 
-## gpu-bundle: what a GPU machine (no Go there) needs, built here: stripped bin/mypt and
-## bin/mypt-backend-{cpu,cuda,xla} (cgo on, so the xla plugin has its PJRT path), packed into
-## bin/gpu-bundle.tar.gz (~31 MB: the device tool carries 64 MiB at most, the binaries are ~75 MB).
+## gpu-bundle: what a GPU machine (no Go there, maybe no C++ compiler) needs, built here: stripped
+## bin/mypt and bin/mypt-backend-{cpu,cuda,xla} (cgo on, so the xla plugin has its PJRT path),
+## bin/mypt-cuda-kernelcheck and the emulated device it checks the GPU's kernels against,
+## prebuilt (bin/mypt-cuda-emu.so: needs a host C++ compiler here), packed into
+## bin/gpu-bundle.tar.gz (~39 MB: the device tool carries 64 MiB at most, the binaries are ~92 MB).
 ## On the GPU machine: scripts/gpu-check.sh (it unpacks the bundle); see docs/CUDA.md.
 GPU_BUNDLE := $(BIN)/gpu-bundle.tar.gz
 GPU_BINS   := mypt mypt-backend-cpu mypt-backend-cuda mypt-backend-xla
+GPU_EMU    := mypt-cuda-emu.so
 gpu-bundle:
 	@command -v gcc >/dev/null || { echo "gpu-bundle: needs gcc: the xla plugin's PJRT path is cgo"; exit 1; }
 	CGO_ENABLED=1 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ $(addprefix ./cmd/,$(GPU_BINS))
+	CGO_ENABLED=1 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/mypt-cuda-kernelcheck ./backends/cuda/cmd/kernelcheck
 	@$(GO) version -m $(BIN)/mypt-backend-xla | grep -q 'CGO_ENABLED=1' || { echo "gpu-bundle: xla plugin built without cgo (no PJRT)"; exit 1; }
 	@if $(GO) version -m $(BIN)/mypt-backend-xla | grep -q 'nopjrt'; then echo "gpu-bundle: xla plugin built with -tags nopjrt"; exit 1; fi
-	tar -czf $(GPU_BUNDLE) -C $(BIN) $(GPU_BINS)
+	$(BIN)/mypt-cuda-kernelcheck --build-emu $(BIN)/$(GPU_EMU)
+	tar -czf $(GPU_BUNDLE) -C $(BIN) $(GPU_BINS) mypt-cuda-kernelcheck $(GPU_EMU)
 	@ls -l $(GPU_BUNDLE) | awk '{printf "%s: %.1f MB\n", $$NF, $$5/1e6}'
 	@echo "newest glibc symbol the xla plugin needs: $$(objdump -T $(BIN)/mypt-backend-xla 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)"
+	@echo "newest glibc and libstdc++ symbols the emulator needs: $$(objdump -T $(BIN)/$(GPU_EMU) 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)," \
+		"$$(objdump -T $(BIN)/$(GPU_EMU) 2>/dev/null | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1)"

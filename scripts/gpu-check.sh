@@ -2,7 +2,8 @@
 # gpu-check.sh: the GPU session's checks of the cuda and xla backends, in one run that
 # fits a budget. It runs ON the GPU machine, from the repository root, with the binaries
 # built here by `make gpu-bundle` (bin/gpu-bundle.tar.gz, which it unpacks into bin/, or
-# bin/mypt and bin/mypt-backend-{cpu,cuda,xla} themselves). No Go toolchain is needed there.
+# bin/mypt and bin/mypt-backend-{cpu,cuda,xla} themselves, with bin/mypt-cuda-kernelcheck and
+# bin/mypt-cuda-emu.so for cuda-kernels). No Go toolchain or C++ compiler is needed there.
 #
 #   scripts/gpu-check.sh                          # every stage
 #   STAGES="gpu cuda" scripts/gpu-check.sh        # a selection, run in the fixed order below
@@ -11,6 +12,8 @@
 #   gpu               nvidia-smi -L, driver version, memory
 #   backends          bin/mypt backends (with the xla plugin pointed at JAX's CUDA PJRT plugin)
 #   cuda-conformance  bin/mypt conformance --backend cuda --report $OUT/cuda-conformance.json
+#   cuda-kernels      bin/mypt-cuda-kernelcheck --emu-lib bin/mypt-cuda-emu.so --json $OUT/cuda-kernels.json
+#                     (each kernel on the GPU against the emulated device on the same inputs)
 #   cuda-bench        bin/mypt bench --backend cuda --config $BENCH_CONFIG --steps 30 --warmup 5 --json
 #   xla-plugin        find JAX's CUDA PJRT plugin and the CUDA libraries of its Python environment
 #   xla-conformance   bin/mypt conformance --backend xla --report $OUT/xla-conformance.json
@@ -24,15 +27,16 @@
 # Output under OUT (default /tmp/gpu-check), at most 7 files (the device tool brings back 8):
 #   gpu-check.log          every stage's full output, each after a line "=== STAGE ..."
 #   summary.txt            the table
-#   {cuda,xla}-conformance.json, {cuda,xla}-bench.json   the reports
+#   {cuda,xla}-conformance.json, {cuda,xla}-bench.json, cuda-kernels.json   the reports
 #
 # Environment (defaults in brackets):
 #   OUT [/tmp/gpu-check]   BUDGET_S [540]   MIN_STAGE_S [20]
-#   T_GPU [30] T_BACKENDS [120] T_CUDA_CONFORMANCE [180] T_CUDA_BENCH [240]
+#   T_GPU [30] T_BACKENDS [120] T_CUDA_CONFORMANCE [180] T_CUDA_KERNELS [120] T_CUDA_BENCH [240]
 #   T_XLA_PLUGIN [60] T_XLA_CONFORMANCE [240] T_XLA_BENCH [300]       per-stage timeouts, seconds
 #   BENCH_CONFIG [configs/750M_1024_chat_sft_phase3a.json]  BENCH_STEPS [30]  BENCH_WARMUP [5]
 #   BENCH_ARGS, CUDA_BENCH_ARGS, XLA_BENCH_ARGS   extra bench flags, e.g. "--batch_size 4"
 #   CONFORMANCE_ARGS, CUDA_CONFORMANCE_ARGS, XLA_CONFORMANCE_ARGS   e.g. "--dtype bf16"
+#   KERNELCHECK_ARGS   extra mypt-cuda-kernelcheck flags, e.g. "--rtol 1e-4"
 #   PYTHON [python3]   the Python whose site-packages hold jax-cuda13-plugin / jax-cuda13-pjrt
 #   PJRT_PLUGIN_LIBRARY_PATH   use this PJRT plugin instead of searching
 # Stage functions run through `bash -c` under timeout, which shellcheck cannot see:
@@ -48,9 +52,10 @@ export BENCH_CONFIG=${BENCH_CONFIG:-configs/750M_1024_chat_sft_phase3a.json}
 export BENCH_STEPS=${BENCH_STEPS:-30} BENCH_WARMUP=${BENCH_WARMUP:-5}
 export BENCH_ARGS=${BENCH_ARGS:-} CUDA_BENCH_ARGS=${CUDA_BENCH_ARGS:-} XLA_BENCH_ARGS=${XLA_BENCH_ARGS:-}
 export CONFORMANCE_ARGS=${CONFORMANCE_ARGS:-} CUDA_CONFORMANCE_ARGS=${CUDA_CONFORMANCE_ARGS:-} XLA_CONFORMANCE_ARGS=${XLA_CONFORMANCE_ARGS:-}
+export KERNELCHECK_ARGS=${KERNELCHECK_ARGS:-}
 export PYTHON=${PYTHON:-python3}
 export MYPT_LOG_LEVEL=${MYPT_LOG_LEVEL:-info}
-ALL_STAGES="gpu backends cuda-conformance cuda-bench xla-plugin xla-conformance xla-bench"
+ALL_STAGES="gpu backends cuda-conformance cuda-kernels cuda-bench xla-plugin xla-conformance xla-bench"
 
 mkdir -p "$OUT" || exit 2
 export LOG=$OUT/gpu-check.log
@@ -307,6 +312,30 @@ stage_cuda_conformance() {
 	conformance cuda $CUDA_CONFORMANCE_ARGS
 }
 
+# stage_cuda_kernels: every kernel on the GPU against the emulated device (prebuilt library,
+# no compiler needed); the note is the checker's summary line.
+stage_cuda_kernels() {
+	use_cuda_libs
+	local report=$OUT/cuda-kernels.json
+	rm -f "$report"
+	if [[ ! -x bin/mypt-cuda-kernelcheck || ! -f bin/mypt-cuda-emu.so ]]; then
+		echo "bin/mypt-cuda-kernelcheck or bin/mypt-cuda-emu.so missing: the bundle predates them (make gpu-bundle)"
+		note "bin/mypt-cuda-kernelcheck or bin/mypt-cuda-emu.so missing (make gpu-bundle)"
+		return 1
+	fi
+	# shellcheck disable=SC2086
+	bin/mypt-cuda-kernelcheck --emu-lib bin/mypt-cuda-emu.so --json "$report" $KERNELCHECK_ARGS
+	local rc=$?
+	local line
+	line=$(tail -n +"${STAGE_LINE:-1}" "$LOG" | grep '^kernelcheck: ' | tail -1)
+	if [[ -n $line ]]; then
+		note "${line#kernelcheck: }"
+	else
+		note "exit $rc: $(tail -n +"${STAGE_LINE:-1}" "$LOG" | grep '^mypt-cuda-kernelcheck: ' | tail -1 | cut -c24-200)"
+	fi
+	return "$rc"
+}
+
 stage_cuda_bench() {
 	use_cuda_libs
 	# shellcheck disable=SC2086
@@ -340,16 +369,16 @@ stage_xla_bench() {
 }
 
 export -f note json_field last_error conformance_note gpu_sampler_start gpu_sampler_stop gpu_stats cuda_libs use_cuda_libs locate_pjrt xla_env conformance bench \
-	stage_gpu stage_backends stage_xla_plugin stage_cuda_conformance stage_cuda_bench stage_xla_conformance stage_xla_bench
+	stage_gpu stage_backends stage_xla_plugin stage_cuda_conformance stage_cuda_kernels stage_cuda_bench stage_xla_conformance stage_xla_bench
 
 # --- the stage list ----------------------------------------------------------------------
 want=" "
 for s in ${STAGES:-all}; do
 	case $s in
 	all) want+="$ALL_STAGES " ;;
-	cuda) want+="cuda-conformance cuda-bench " ;;
+	cuda) want+="cuda-conformance cuda-kernels cuda-bench " ;;
 	xla) want+="xla-plugin xla-conformance xla-bench " ;;
-	gpu | backends | cuda-conformance | cuda-bench | xla-plugin | xla-conformance | xla-bench) want+="$s " ;;
+	gpu | backends | cuda-conformance | cuda-kernels | cuda-bench | xla-plugin | xla-conformance | xla-bench) want+="$s " ;;
 	*)
 		say "unknown stage '$s': choose from all cuda xla $ALL_STAGES"
 		exit 2
@@ -362,6 +391,7 @@ timeout_of() {
 	gpu) echo "${T_GPU:-30}" ;;
 	backends) echo "${T_BACKENDS:-120}" ;;
 	cuda-conformance) echo "${T_CUDA_CONFORMANCE:-180}" ;;
+	cuda-kernels) echo "${T_CUDA_KERNELS:-120}" ;;
 	cuda-bench) echo "${T_CUDA_BENCH:-240}" ;;
 	xla-plugin) echo "${T_XLA_PLUGIN:-60}" ;;
 	xla-conformance) echo "${T_XLA_CONFORMANCE:-240}" ;;

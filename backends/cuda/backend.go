@@ -42,6 +42,10 @@ type Options struct {
 	CacheDir string
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
+	// NewDevice, when set, opens the device instead of Device: a tool's own device, such
+	// as mypt-cuda-kernelcheck's comparison of the GPU with the emulated device. Shutdown
+	// closes it.
+	NewDevice func() (device.Device, error)
 }
 
 // OptionsFromEnv reads the plugin's environment: MYPT_CUDA_DEVICE (gpu or emulated) and
@@ -76,13 +80,15 @@ func (e *engine) device() (device.Device, error) {
 		return e.dev, nil
 	}
 	var err error
-	switch e.opts.Device {
-	case "emulated":
+	switch {
+	case e.opts.NewDevice != nil:
+		e.dev, err = e.opts.NewDevice()
+	case e.opts.Device == "emulated":
 		var sched device.Schedule
 		if sched, err = device.ParseSchedule(e.opts.Schedule); err == nil {
 			e.dev, err = device.NewEmulated(device.EmulatedOptions{CacheDir: e.opts.CacheDir, Schedule: sched, Logger: e.opts.Logger})
 		}
-	case "", "gpu":
+	case e.opts.Device == "" || e.opts.Device == "gpu":
 		e.dev, err = device.OpenGPU(e.opts.Ordinal, e.opts.CacheDir, e.opts.Logger)
 	default:
 		err = fmt.Errorf("device %q: want gpu or emulated", e.opts.Device)

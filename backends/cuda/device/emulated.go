@@ -91,7 +91,11 @@ type EmulatedOptions struct {
 	Schedule Schedule
 	// Source is the kernel source to run; empty means kernels.Source (tests give mutants).
 	Source string
-	Logger *slog.Logger
+	// Library is a prebuilt emulator library (BuildEmulator's output) to load instead of
+	// compiling one: a GPU machine may have no C++ compiler. Loading it checks that it was
+	// built from Source and from this package's emulator sources.
+	Library string
+	Logger  *slog.Logger
 }
 
 // Emulated is a Device that runs kernels.cu itself on the CPU: the same source the GPU path
@@ -130,27 +134,30 @@ type emuAlloc struct {
 
 var _ Device = (*Emulated)(nil)
 
-// NewEmulated builds (or finds in the cache) the emulator library for kernels.cu and
-// opens a device on it.
+// NewEmulated builds (or finds in the cache) the emulator library for kernels.cu, or
+// takes opts.Library, and opens a device on it.
 func NewEmulated(opts EmulatedOptions) (*Emulated, error) {
-	log := cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))
-	cxx, err := EmulatorCompiler(opts.Compiler)
-	if err != nil {
-		return nil, err
-	}
 	src := cmp.Or(opts.Source, kernels.Source)
 	e := &Emulated{}
+	var err error
 	if e.sigs, err = kernels.ParseSignatures(src); err != nil {
 		return nil, fmt.Errorf("emulated device: kernel source: %w", err)
 	}
 	if e.shared, err = kernels.ParseStaticShared(src); err != nil {
 		return nil, fmt.Errorf("emulated device: kernel source: %w", err)
 	}
-	lib, err := buildEmulator(cxx, cmp.Or(opts.CacheDir, os.TempDir()), src, log)
-	if err != nil {
-		return nil, err
+	lib, built := opts.Library, "prebuilt "+filepath.Base(opts.Library)
+	if lib == "" {
+		cxx, err := EmulatorCompiler(opts.Compiler)
+		if err != nil {
+			return nil, err
+		}
+		if lib, err = buildEmulator(cxx, opts); err != nil {
+			return nil, err
+		}
+		built = filepath.Base(cxx)
 	}
-	threads, err := e.load(lib, opts.Threads)
+	threads, err := e.load(lib, opts.Threads, src)
 	if err != nil {
 		return nil, err
 	}
@@ -161,8 +168,8 @@ func NewEmulated(opts EmulatedOptions) (*Emulated, error) {
 	e.arena, e.schedule = arena, opts.Schedule
 	e.schedule.Order = cmp.Or(e.schedule.Order, "forward")
 	e.info = Info{Kind: "cuda-emulated", Name: fmt.Sprintf("emulated CUDA device (kernels.cu on the CPU, %s, %d threads, %s order)",
-		filepath.Base(cxx), threads, e.schedule.Order), Arch: "sm_90", SMs: threads,
-		Engine: "emulated device: kernels.cu compiled by " + filepath.Base(cxx) + ", reference cuBLASLt"}
+		built, threads, e.schedule.Order), Arch: "sm_90", SMs: threads,
+		Engine: "emulated device: kernels.cu compiled by " + built + ", reference cuBLASLt"}
 	return e, nil
 }
 
@@ -186,10 +193,20 @@ func EmulatorCompiler(want string) (string, error) {
 // _FORTIFY_SOURCE, whose longjmp check refuses the fiber switches.
 var emuFlags = []string{"-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-U_FORTIFY_SOURCE", "-Wall", "-Werror"}
 
-// buildEmulator compiles src (a kernels.cu) with the emulator sources into
-// cacheDir/mypt-cuda-emu-<hash>.so, unless that file exists.
-func buildEmulator(cxx, cacheDir, src string, log *slog.Logger) (string, error) {
-	files := map[string][]byte{"kernels.cu": []byte(src), "emu_kernels.cc": kernelTable(src)}
+// BuildEmulator compiles the emulator library for opts.Source (default kernels.cu) with
+// opts.Compiler into opts.CacheDir (default os.TempDir()), unless it is there already, and
+// returns its path: what EmulatedOptions.Library loads on a machine without a compiler.
+func BuildEmulator(opts EmulatedOptions) (string, error) {
+	cxx, err := EmulatorCompiler(opts.Compiler)
+	if err != nil {
+		return "", err
+	}
+	return buildEmulator(cxx, opts)
+}
+
+// emuRuntime reads the emulator sources (device/emu) by file name, and their hash.
+func emuRuntime() (map[string][]byte, string, error) {
+	files := map[string][]byte{}
 	err := fs.WalkDir(emuSources, "emu", func(path string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			files[filepath.Base(path)], err = emuSources.ReadFile(path)
@@ -197,15 +214,39 @@ func buildEmulator(cxx, cacheDir, src string, log *slog.Logger) (string, error) 
 		return err
 	})
 	if err != nil {
-		return "", err
+		return nil, "", fmt.Errorf("emulator sources: %w", err)
 	}
+	return files, hashFiles(files), nil
+}
+
+// hashFiles is the hex SHA-256 of files, by name and content.
+func hashFiles(files map[string][]byte) string {
 	h := sha256.New()
-	fmt.Fprintln(h, cxx, emuFlags)
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		fmt.Fprintf(h, "%s %d\n", name, len(files[name]))
 		h.Write(files[name])
 	}
-	out := filepath.Join(cacheDir, "mypt-cuda-emu-"+hex.EncodeToString(h.Sum(nil))[:16]+".so")
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// sourceHash is the hex SHA-256 of a kernel source (kernels.Hash for kernels.cu).
+func sourceHash(src string) string {
+	h := sha256.Sum256([]byte(src))
+	return hex.EncodeToString(h[:])
+}
+
+// buildEmulator compiles opts.Source (a kernels.cu) with the emulator sources into
+// cacheDir/mypt-cuda-emu-<hash>.so, unless that file exists.
+func buildEmulator(cxx string, opts EmulatedOptions) (string, error) {
+	log := cmp.Or(opts.Logger, slog.New(slog.DiscardHandler))
+	cacheDir, src := cmp.Or(opts.CacheDir, os.TempDir()), cmp.Or(opts.Source, kernels.Source)
+	files, runtimeHash, err := emuRuntime()
+	if err != nil {
+		return "", err
+	}
+	files["kernels.cu"], files["emu_kernels.cc"] = []byte(src), kernelTable(src, runtimeHash)
+	key := sha256.Sum256([]byte(fmt.Sprintln(cxx, emuFlags, hashFiles(files))))
+	out := filepath.Join(cacheDir, "mypt-cuda-emu-"+hex.EncodeToString(key[:8])+".so")
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
@@ -243,8 +284,10 @@ func buildEmulator(cxx, cacheDir, src string, log *slog.Logger) (string, error) 
 }
 
 // kernelTable generates emu_kernels.cc: kernels.cu compiled against the execution model,
-// and the table of its kernels by name (from the kernel declarations).
-func kernelTable(src string) []byte {
+// the table of its kernels by name (from the kernel declarations), and the hashes of the
+// kernel source and of the emulator sources it was built from, which loading a prebuilt
+// library checks (a stale one would run other kernels than the GPU's, or crash).
+func kernelTable(src, runtimeHash string) []byte {
 	var b strings.Builder
 	b.WriteString("// Generated by backends/cuda/device (emulated.go): kernels.cu on the emulated device.\n")
 	b.WriteString("#include \"cuda_emu.h\"\n#include \"kernels.cu\"\n#include \"emu_table.h\"\n\n")
@@ -254,26 +297,45 @@ func kernelTable(src string) []byte {
 		fmt.Fprintf(&b, "    EMU_KERNEL(%s),\n", n)
 	}
 	b.WriteString("};\nextern \"C\" const int emu_kernel_table_len = sizeof(emu_kernel_table) / sizeof(emu_kernel_table[0]);\n")
+	fmt.Fprintf(&b, "extern \"C\" const char* emu_source_sha256() { return \"%s\"; }\n", sourceHash(src))
+	fmt.Fprintf(&b, "extern \"C\" const char* emu_runtime_sha256() { return \"%s\"; }\n", runtimeHash)
 	return []byte(b.String())
 }
 
-// load opens the library at path (dlopen gives every device of a process the same one) and
-// starts its pool of threads OS threads, or finds it started; it returns the pool's size.
-func (e *Emulated) load(path string, threads int) (int, error) {
+// load opens the library at path (dlopen gives every device of a process the same one),
+// checks that it was built from src and this package's emulator sources, and starts its
+// pool of threads OS threads, or finds it started; it returns the pool's size.
+func (e *Emulated) load(path string, threads int, src string) (int, error) {
+	_, runtimeHash, err := emuRuntime()
+	if err != nil {
+		return 0, err
+	}
 	h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
 	if err != nil {
 		return 0, fmt.Errorf("emulated device: loading %s: %w", path, err)
 	}
 	var initFn func(threads int32) int32
+	var srcHash, rtHash func() string
 	for _, f := range []struct {
 		ptr  any
 		name string
-	}{{&initFn, "emu_init"}, {&e.launch, "emu_launch"}} {
+	}{{&srcHash, "emu_source_sha256"}, {&rtHash, "emu_runtime_sha256"}, {&initFn, "emu_init"}, {&e.launch, "emu_launch"}} {
 		addr, err := purego.Dlsym(h, f.name)
 		if err != nil {
-			return 0, fmt.Errorf("emulated device: %s: %w", f.name, err)
+			_ = purego.Dlclose(h)
+			return 0, fmt.Errorf("emulated device: %s is not an emulator library of this build (%s: %w): rebuild it (mypt-cuda-kernelcheck --build-emu)", path, f.name, err)
 		}
 		purego.RegisterFunc(f.ptr, addr)
+	}
+	for _, c := range []struct{ what, got, want string }{
+		{"kernel source", srcHash(), sourceHash(src)},
+		{"emulator sources", rtHash(), runtimeHash},
+	} {
+		if c.got != c.want {
+			_ = purego.Dlclose(h)
+			return 0, fmt.Errorf("emulated device: %s is stale: built from %s sha256 %s, this binary's is %s: rebuild it (mypt-cuda-kernelcheck --build-emu)",
+				path, c.what, c.got, c.want)
+		}
 	}
 	return int(initFn(int32(threads))), nil
 }

@@ -53,49 +53,90 @@ var kernelDecl = regexp.MustCompile(`extern "C" __global__ void (\w+)\(([^)]*)\)
 
 // ParseSignatures reads the kernel declarations of a CUDA source (Signatures is kernels.cu's).
 func ParseSignatures(src string) (map[string]string, error) {
-	sigs := map[string]string{}
-	for _, m := range kernelDecl.FindAllStringSubmatch(src, -1) {
-		var kinds strings.Builder
-		for _, param := range strings.Split(m[2], ",") {
-			k, err := paramKind(strings.Fields(param))
-			if err != nil {
-				return nil, fmt.Errorf("kernel %s: %w", m[1], err)
-			}
-			kinds.WriteByte(k)
-		}
-		if _, dup := sigs[m[1]]; dup {
-			return nil, fmt.Errorf("kernel %s declared twice", m[1])
-		}
-		sigs[m[1]] = kinds.String()
+	params, err := ParseParams(src)
+	if err != nil {
+		return nil, err
 	}
-	if len(sigs) == 0 {
-		return nil, fmt.Errorf("no kernels")
+	sigs := map[string]string{}
+	for name, ps := range params {
+		var kinds strings.Builder
+		for _, p := range ps {
+			kinds.WriteByte(p.Kind)
+		}
+		sigs[name] = kinds.String()
 	}
 	return sigs, nil
 }
 
-// paramKind is the kind of one declared parameter ("const float* x", "long long n", …).
-func paramKind(words []string) (byte, error) {
+// Param is one declared parameter of a kernel.
+type Param struct {
+	Name string
+	// Kind is the parameter's kind in Signatures (p, i, l, f, d or u).
+	Kind byte
+	// Elem is a pointer's element type as declared, without const ("float", "double",
+	// "int", "unsigned short"); empty for a value. It tells what the memory a kernel writes
+	// holds, which a comparison of two devices' results needs (device.Compare).
+	Elem string
+}
+
+// Params maps every kernel of kernels.cu to its declared parameters, in order.
+var Params = sync.OnceValue(func() map[string][]Param {
+	params, err := ParseParams(Source)
+	if err != nil {
+		panic("kernels.cu: " + err.Error()) // the embedded source is fixed: a test covers it
+	}
+	return params
+})
+
+// ParseParams reads the kernel declarations of a CUDA source: each kernel's parameters.
+func ParseParams(src string) (map[string][]Param, error) {
+	out := map[string][]Param{}
+	for _, m := range kernelDecl.FindAllStringSubmatch(src, -1) {
+		var ps []Param
+		for _, param := range strings.Split(m[2], ",") {
+			p, err := parseParam(strings.Fields(param))
+			if err != nil {
+				return nil, fmt.Errorf("kernel %s: %w", m[1], err)
+			}
+			ps = append(ps, p)
+		}
+		if _, dup := out[m[1]]; dup {
+			return nil, fmt.Errorf("kernel %s declared twice", m[1])
+		}
+		out[m[1]] = ps
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no kernels")
+	}
+	return out, nil
+}
+
+// parseParam reads one declared parameter ("const float* x", "long long n", …).
+func parseParam(words []string) (Param, error) {
 	if len(words) < 2 {
-		return 0, fmt.Errorf("parameter %q has no name", strings.Join(words, " "))
+		return Param{}, fmt.Errorf("parameter %q has no name", strings.Join(words, " "))
 	}
 	decl := strings.Join(words, " ")
 	typ := strings.TrimPrefix(strings.Join(words[:len(words)-1], " "), "const ")
+	p := Param{Name: strings.TrimLeft(words[len(words)-1], "*")}
 	switch {
 	case strings.Contains(decl, "*"):
-		return 'p', nil
+		p.Kind = 'p'
+		p.Elem = strings.TrimSpace(strings.ReplaceAll(typ, "*", ""))
 	case typ == "int":
-		return 'i', nil
+		p.Kind = 'i'
 	case typ == "long long":
-		return 'l', nil
+		p.Kind = 'l'
 	case typ == "float":
-		return 'f', nil
+		p.Kind = 'f'
 	case typ == "double":
-		return 'd', nil
+		p.Kind = 'd'
 	case typ == "u64":
-		return 'u', nil
+		p.Kind = 'u'
+	default:
+		return Param{}, fmt.Errorf("parameter %q: unsupported type %q", decl, typ)
 	}
-	return 0, fmt.Errorf("parameter %q: unsupported type %q", decl, typ)
+	return p, nil
 }
 
 // StaticShared maps every kernel of kernels.cu to the bytes of __shared__ memory it declares

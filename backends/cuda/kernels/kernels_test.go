@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -51,5 +52,31 @@ func TestStaticShared(t *testing.T) {
 	}
 	if _, err := ParseStaticShared(`extern "C" __global__ void k(int n) { __shared__ float x[N]; }`); err == nil {
 		t.Error("an undefined array size was accepted")
+	}
+}
+
+// TestParseParams reads each parameter's name, kind and, for pointers, element type from
+// the declaration, and agrees with Signatures on kernels.cu.
+func TestParseParams(t *testing.T) {
+	src := `extern "C" __global__ void k(double* rowLoss, const int* ids, const unsigned short *dst, float eps) {}`
+	params, err := ParseParams(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Param{{"rowLoss", 'p', "double"}, {"ids", 'p', "int"}, {"dst", 'p', "unsigned short"}, {"eps", 'f', ""}}
+	if got := params["k"]; !slices.Equal(got, want) {
+		t.Errorf("params %+v, want %+v", got, want)
+	}
+	for name, ps := range Params() {
+		var kinds []byte
+		for _, p := range ps {
+			kinds = append(kinds, p.Kind)
+		}
+		if string(kinds) != Signatures()[name] {
+			t.Errorf("%s: kinds %s, signature %s", name, kinds, Signatures()[name])
+		}
+	}
+	if got := Params()["xent"][3]; got != (Param{"rowLoss", 'p', "double"}) {
+		t.Errorf("xent parameter 3 is %+v, want double* rowLoss (kernels.cu)", got)
 	}
 }
